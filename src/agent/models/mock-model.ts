@@ -1,0 +1,70 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { HistoryMessage } from '../../store/types.ts'
+import type { ModelChunk, ModelClient, ModelRequest } from './types.ts'
+
+const ARITHMETIC = /(?:calculate|compute|what is|what's)\s+([-+*/%^().\d\s]*\d[-+*/%^().\d\s]*)/i
+const TIME = /\btime\b/i
+
+function lastOf(messages: HistoryMessage[], role: HistoryMessage['role']): HistoryMessage | undefined {
+  return messages.findLast((message) => message.role === role)
+}
+
+function words(text: string): string[] {
+  return text.match(/\s*\S+/g) ?? []
+}
+
+function countWords(messages: HistoryMessage[]): number {
+  return messages.reduce((sum, message) => sum + words(message.content ?? '').length, 0)
+}
+
+/** What the mock answers: a tool call when the prompt asks for one it has, else text. */
+function plan(request: ModelRequest): { toolCall?: { name: string; arguments: string }; text: string } {
+  const available = new Set(request.tools.map((tool) => tool.function.name))
+  const last = request.messages.at(-1)
+  if (last?.role === 'tool') {
+    const results = request.messages.slice(request.messages.findLastIndex((m) => m.role === 'assistant') + 1)
+    return { text: `The tool said: ${results.map((m) => m.content).join('; ')}.` }
+  }
+  const prompt = lastOf(request.messages, 'user')?.content ?? ''
+  const arithmetic = ARITHMETIC.exec(prompt)?.[1]?.trim()
+  if (arithmetic && available.has('calculate')) {
+    return { toolCall: { name: 'calculate', arguments: JSON.stringify({ expression: arithmetic }) }, text: '' }
+  }
+  if (TIME.test(prompt) && available.has('get_current_time')) {
+    return { toolCall: { name: 'get_current_time', arguments: JSON.stringify({ timezone: 'UTC' }) }, text: '' }
+  }
+  return {
+    text: `You said: "${prompt}". I am the offline mock model; set OPENAI_API_KEY to talk to a real one.`,
+  }
+}
+
+/**
+ * Offline, deterministic model: the embedded default and the bench upstream. Streams a reply
+ * derived from the prompt, one word per `tokenDelayMs`, and calls tools when asked for the
+ * time or a calculation, so the whole agent loop works without a network.
+ */
+export function createMockModel(options: { tokenDelayMs: number }): ModelClient {
+  let calls = 0
+  return {
+    name: 'mock',
+    async *stream(request: ModelRequest): AsyncIterable<ModelChunk> {
+      const { signal } = request
+      const pause = () => (options.tokenDelayMs > 0 ? sleep(options.tokenDelayMs, undefined, { signal }) : sleep(0, undefined, { signal }))
+      const answer = plan(request)
+      await pause()
+      if (answer.toolCall) {
+        const id = `call_mock_${++calls}`
+        yield { type: 'tool_call', index: 0, id, name: answer.toolCall.name, arguments: answer.toolCall.arguments }
+        yield { type: 'finish', reason: 'tool_calls' }
+        return
+      }
+      const tokens = words(answer.text)
+      for (const [index, token] of tokens.entries()) {
+        if (index > 0) await pause()
+        yield { type: 'text', text: token }
+      }
+      yield { type: 'usage', usage: { prompt_tokens: countWords(request.messages), completion_tokens: tokens.length } }
+      yield { type: 'finish', reason: 'stop' }
+    },
+  }
+}

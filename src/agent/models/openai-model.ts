@@ -1,0 +1,115 @@
+import OpenAI from 'openai'
+import type { ChatCompletionChunk, ChatCompletionMessageParam } from 'openai/resources/chat/completions'
+import { UpstreamError } from '../upstream-error.ts'
+import type { ModelChunk, ModelClient, ModelRequest } from './types.ts'
+
+export interface OpenAIModelOptions {
+  apiKey: string | undefined
+  baseURL: string | undefined
+  model: string
+  /** Connect + headers budget per request; the stream body is watched by the run's watchdogs. */
+  timeoutMs: number
+}
+
+/** Milliseconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date). */
+export function retryAfterMs(headers: Headers | undefined, now = Date.now()): number | undefined {
+  const ms = Number(headers?.get('retry-after-ms'))
+  if (Number.isFinite(ms) && ms >= 0 && headers?.get('retry-after-ms')) return ms
+  const value = headers?.get('retry-after')
+  if (!value) return undefined
+  const seconds = Number(value)
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000)
+  const date = Date.parse(value)
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now)
+}
+
+/** Any error the SDK (or the fetch under it) throws, as one of our classified failures. */
+export function classifyError(error: unknown): UpstreamError {
+  if (error instanceof UpstreamError) return error
+  if (error instanceof OpenAI.APIConnectionError) {
+    return new UpstreamError('connection', 'could not reach the model server', { cause: error })
+  }
+  if (error instanceof OpenAI.APIError && error.status !== undefined) {
+    const { status } = error
+    const options = { status, cause: error, retryAfterMs: retryAfterMs(error.headers) }
+    if (status === 401 || status === 403) return new UpstreamError('auth', `the model server rejected our credentials (${status})`, options)
+    if (status === 429) return new UpstreamError('rate_limited', 'the model server is rate limiting us', options)
+    if (status >= 500 || status === 408 || status === 409) return new UpstreamError('server', `the model server failed (${status})`, options)
+    return new UpstreamError('bad_request', `the model server refused the request (${status})`, options)
+  }
+  if (error instanceof OpenAI.APIError) {
+    // An `error` object inside the SSE stream.
+    return new UpstreamError('server', 'the model server reported an error mid-stream', { cause: error })
+  }
+  if (error instanceof SyntaxError) return new UpstreamError('malformed', 'the model server sent a malformed chunk', { cause: error })
+  return new UpstreamError('connection', 'the connection to the model server broke', { cause: error })
+}
+
+function toChunks(chunk: ChatCompletionChunk): ModelChunk[] {
+  const out: ModelChunk[] = []
+  const choice = chunk.choices[0]
+  if (choice?.delta?.content) out.push({ type: 'text', text: choice.delta.content })
+  for (const call of choice?.delta?.tool_calls ?? []) {
+    out.push({
+      type: 'tool_call',
+      index: call.index,
+      ...(call.id ? { id: call.id } : {}),
+      ...(call.function?.name ? { name: call.function.name } : {}),
+      ...(call.function?.arguments ? { arguments: call.function.arguments } : {}),
+    })
+  }
+  if (chunk.usage) {
+    out.push({
+      type: 'usage',
+      usage: { prompt_tokens: chunk.usage.prompt_tokens, completion_tokens: chunk.usage.completion_tokens },
+    })
+  }
+  const reason = choice?.finish_reason
+  if (reason) out.push({ type: 'finish', reason: reason === 'function_call' ? 'tool_calls' : reason })
+  return out
+}
+
+/**
+ * The official SDK against any OpenAI-compatible server. Retries are ours (one layer, before
+ * the first token), so the SDK's own are off; the run's signal closes the HTTP request.
+ */
+export function createOpenAIModel(options: OpenAIModelOptions): ModelClient {
+  const client = new OpenAI({
+    // Local compatible servers (Ollama, llama.cpp) take no key, but the SDK insists on one.
+    apiKey: options.apiKey ?? 'no-key',
+    ...(options.baseURL ? { baseURL: options.baseURL } : {}),
+    maxRetries: 0,
+    timeout: options.timeoutMs,
+  })
+  return {
+    name: 'openai',
+    async *stream(request: ModelRequest): AsyncIterable<ModelChunk> {
+      const { signal } = request
+      let finished = false
+      try {
+        const stream = await client.chat.completions.create(
+          {
+            model: options.model,
+            messages: request.messages as ChatCompletionMessageParam[],
+            stream: true,
+            stream_options: { include_usage: true },
+            ...(request.tools.length > 0 ? { tools: request.tools } : {}),
+          },
+          { signal },
+        )
+        for await (const chunk of stream) {
+          for (const out of toChunks(chunk)) {
+            if (out.type === 'finish') finished = true
+            yield out
+          }
+        }
+      } catch (error) {
+        if (signal.aborted) throw signal.reason
+        throw classifyError(error)
+      }
+      // The SDK returns quietly both on abort and when the body ends without [DONE].
+      if (signal.aborted) throw signal.reason
+      if (!finished) throw new UpstreamError('truncated', 'the model stream ended before the answer finished')
+    },
+  }
+}

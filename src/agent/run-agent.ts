@@ -1,0 +1,158 @@
+import type { Usage } from '../protocol/index.ts'
+import type { HistoryMessage } from '../store/types.ts'
+import type { ModelClient } from './models/types.ts'
+import type { ToolRegistry } from './tools/registry.ts'
+import { UpstreamError } from './upstream-error.ts'
+
+export type AgentEvent =
+  | { type: 'token'; text: string }
+  | { type: 'tool_call'; tool: string; callId: string; arguments: unknown }
+  | { type: 'tool_result'; tool: string; callId: string; result: unknown; isError: boolean }
+
+export interface AgentRunInput {
+  model: ModelClient
+  tools: ToolRegistry
+  /** System prompt, history and the new user message, oldest first. */
+  messages: HistoryMessage[]
+  signal: AbortSignal
+  maxToolRounds: number
+  sessionId: string
+  userId: string
+  /** Resolves when the event is logged and the run may pull more (backpressure lives here). */
+  emit: (event: AgentEvent) => Promise<void>
+}
+
+/** Filled in as the run goes, so a failed or cancelled run still reports what it produced. */
+export interface AgentProgress {
+  content: string
+  /** Messages to append to history: assistant turns and tool results. */
+  messages: HistoryMessage[]
+  usage: Usage | undefined
+  /** Text of the round in flight, not yet in `messages`. */
+  pendingText: string
+}
+
+export interface AgentOutcome {
+  finishReason: 'stop' | 'length'
+  reason?: string
+}
+
+interface PendingCall {
+  id: string
+  name: string
+  arguments: string
+}
+
+export function createProgress(): AgentProgress {
+  return { content: '', messages: [], usage: undefined, pendingText: '' }
+}
+
+/** Everything the run produced, the partial round included, as history messages. */
+export function producedMessages(progress: AgentProgress): HistoryMessage[] {
+  const messages = [...progress.messages]
+  // A run stopped mid-tool-round must still leave history the upstream accepts: every
+  // tool call answered.
+  const answered = new Set(messages.map((message) => message.tool_call_id))
+  for (const call of messages.at(-1)?.tool_calls ?? []) {
+    if (!answered.has(call.id)) messages.push({ role: 'tool', tool_call_id: call.id, content: 'Error: the run stopped before this tool finished' })
+  }
+  if (progress.pendingText) messages.push({ role: 'assistant', content: progress.pendingText })
+  return messages
+}
+
+function addUsage(total: Usage | undefined, more: Usage): Usage {
+  return total
+    ? { prompt_tokens: total.prompt_tokens + more.prompt_tokens, completion_tokens: total.completion_tokens + more.completion_tokens }
+    : { ...more }
+}
+
+function parseArguments(json: string): unknown {
+  try {
+    return JSON.parse(json)
+  } catch {
+    return json
+  }
+}
+
+/**
+ * The agent loop: stream the model, relay text, run the tools it calls (in parallel), feed
+ * the results back, until it stops or the round cap. Throws the signal's reason when
+ * cancelled and UpstreamError when the model fails; `progress` holds what was produced.
+ */
+export async function runAgent(input: AgentRunInput, progress: AgentProgress): Promise<AgentOutcome> {
+  const { signal } = input
+  const messages = [...input.messages]
+  const tools = input.tools.openAITools()
+  for (let round = 0; ; round++) {
+    const calls: PendingCall[] = []
+    let finish: string | undefined
+    for await (const chunk of input.model.stream({ messages, tools, signal })) {
+      signal.throwIfAborted()
+      if (chunk.type === 'text') {
+        progress.content += chunk.text
+        progress.pendingText += chunk.text
+        await input.emit({ type: 'token', text: chunk.text })
+      } else if (chunk.type === 'tool_call') {
+        const call = (calls[chunk.index] ??= { id: '', name: '', arguments: '' })
+        if (chunk.id) call.id = chunk.id
+        if (chunk.name) call.name += chunk.name
+        if (chunk.arguments) call.arguments += chunk.arguments
+      } else if (chunk.type === 'usage') {
+        progress.usage = addUsage(progress.usage, chunk.usage)
+      } else {
+        finish = chunk.reason
+      }
+    }
+    signal.throwIfAborted()
+    const requested = calls.filter(Boolean)
+    const assistant: HistoryMessage = { role: 'assistant', content: progress.pendingText || null }
+    if (requested.length === 0) {
+      if (progress.pendingText) progress.messages.push(assistant)
+      progress.pendingText = ''
+      return { finishReason: finish === 'length' ? 'length' : 'stop' }
+    }
+    if (round >= input.maxToolRounds) {
+      if (progress.pendingText) progress.messages.push(assistant)
+      progress.pendingText = ''
+      return { finishReason: 'length', reason: `stopped after ${input.maxToolRounds} tool rounds (MAX_TOOL_ROUNDS)` }
+    }
+    if (requested.some((call) => !call.id || !call.name)) {
+      throw new UpstreamError('malformed', 'the model sent a tool call without an id or a name')
+    }
+    assistant.tool_calls = requested.map((call) => ({
+      id: call.id,
+      type: 'function',
+      function: { name: call.name, arguments: call.arguments },
+    }))
+    progress.messages.push(assistant)
+    progress.pendingText = ''
+    messages.push(assistant)
+    for (const call of requested) {
+      await input.emit({ type: 'tool_call', tool: call.name, callId: call.id, arguments: parseArguments(call.arguments) })
+    }
+    const context = { signal, sessionId: input.sessionId, userId: input.userId }
+    const results = await Promise.all(
+      requested.map(async (call) => {
+        const outcome = await input.tools.execute(call.name, call.arguments, context)
+        signal.throwIfAborted()
+        await input.emit({
+          type: 'tool_result',
+          tool: call.name,
+          callId: call.id,
+          result: outcome.ok ? outcome.result : outcome.error,
+          isError: !outcome.ok,
+        })
+        return { call, outcome }
+      }),
+    )
+    for (const { call, outcome } of results) {
+      const toolMessage: HistoryMessage = {
+        role: 'tool',
+        tool_call_id: call.id,
+        content: outcome.ok ? JSON.stringify(outcome.result ?? null) : `Error: ${outcome.error}`,
+      }
+      progress.messages.push(toolMessage)
+      messages.push(toolMessage)
+    }
+  }
+}

@@ -1,0 +1,118 @@
+import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
+import type { TSchema } from '@sinclair/typebox'
+import type { Tool, ToolContext } from './types.ts'
+
+/** The error text goes back to the model as the tool message. */
+export type ToolOutcome = { ok: true; result: unknown } | { ok: false; error: string }
+
+export interface OpenAITool {
+  type: 'function'
+  function: { name: string; description: string; parameters: Record<string, unknown> }
+}
+
+export interface ToolRegistry {
+  readonly size: number
+  names(): string[]
+  /** The OpenAI chat.completions `tools` param, as plain JSON (a fresh copy each call). */
+  openAITools(): OpenAITool[]
+  /** Parses, validates and runs one tool call. Never throws; cancellation resolves promptly. */
+  execute(name: string, argumentsJson: string, ctx: ToolContext): Promise<ToolOutcome>
+}
+
+const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/
+const MAX_REPORTED_ERRORS = 3
+const CANCELLED: ToolOutcome = { ok: false, error: 'cancelled' }
+
+interface RegisteredTool {
+  tool: Tool
+  validator: TypeCheck<TSchema>
+}
+
+function register(tool: Tool): RegisteredTool {
+  if (typeof tool.name !== 'string' || !TOOL_NAME.test(tool.name)) {
+    throw new Error(`invalid tool name ${JSON.stringify(tool.name)}: must match ${TOOL_NAME.source}`)
+  }
+  // OpenAI only accepts object schemas for function parameters.
+  if (tool.parameters.type !== 'object') {
+    throw new Error(`tool ${tool.name}: parameters must be an object schema`)
+  }
+  return { tool, validator: TypeCompiler.Compile(tool.parameters) }
+}
+
+/** "field: why" for the first few fields that fail; one reason per field (TypeBox can give several). */
+function describeSchemaErrors(validator: TypeCheck<TSchema>, value: unknown): string {
+  const reasons = new Map<string, string>()
+  for (const error of validator.Errors(value)) {
+    const field = error.path === '' ? 'arguments' : error.path.slice(1).replaceAll('/', '.')
+    if (!reasons.has(field)) reasons.set(field, `${field}: ${error.message}`)
+    if (reasons.size === MAX_REPORTED_ERRORS) break
+  }
+  return [...reasons.values()].join('; ')
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
+}
+
+/** Resolves when the signal aborts; `dispose` detaches the listener once the race is over. */
+function whenAborted(signal: AbortSignal): { aborted: Promise<ToolOutcome>; dispose(): void } {
+  const { promise, resolve } = Promise.withResolvers<ToolOutcome>()
+  const onAbort = () => resolve(CANCELLED)
+  signal.addEventListener('abort', onAbort, { once: true })
+  return { aborted: promise, dispose: () => signal.removeEventListener('abort', onAbort) }
+}
+
+async function runTool(tool: Tool, args: unknown, ctx: ToolContext): Promise<ToolOutcome> {
+  try {
+    const result = (await tool.run(args, ctx)) ?? null
+    JSON.stringify(result) // a BigInt or a cycle would otherwise break the caller later
+    return { ok: true, result }
+  } catch (error) {
+    return { ok: false, error: `${tool.name} failed: ${messageOf(error)}` }
+  }
+}
+
+export function createToolRegistry(tools: Tool[]): ToolRegistry {
+  const registered = new Map<string, RegisteredTool>()
+  for (const tool of tools) {
+    if (registered.has(tool.name)) throw new Error(`duplicate tool name: ${tool.name}`)
+    registered.set(tool.name, register(tool))
+  }
+  const openAIToolsJson = JSON.stringify(
+    tools.map((tool): OpenAITool => ({
+      type: 'function',
+      function: { name: tool.name, description: tool.description, parameters: tool.parameters },
+    })),
+  )
+
+  return {
+    size: registered.size,
+    names: () => [...registered.keys()],
+    openAITools: () => JSON.parse(openAIToolsJson) as OpenAITool[],
+
+    async execute(name, argumentsJson, ctx) {
+      if (ctx.signal.aborted) return CANCELLED
+      const entry = registered.get(name)
+      if (!entry) {
+        return { ok: false, error: `unknown tool: ${name}; available tools: ${[...registered.keys()].join(', ') || 'none'}` }
+      }
+      let args: unknown
+      try {
+        // Models sometimes send an empty string for a call without arguments.
+        args = argumentsJson.trim() === '' ? {} : JSON.parse(argumentsJson)
+      } catch (error) {
+        return { ok: false, error: `arguments are not valid JSON: ${messageOf(error)}` }
+      }
+      if (!entry.validator.Check(args)) {
+        return { ok: false, error: `invalid arguments for ${name}: ${describeSchemaErrors(entry.validator, args)}` }
+      }
+      const abort = whenAborted(ctx.signal)
+      try {
+        // runTool never rejects, so a tool that ignores the signal and fails later is still handled.
+        return await Promise.race([runTool(entry.tool, args, ctx), abort.aborted])
+      } finally {
+        abort.dispose()
+      }
+    },
+  }
+}

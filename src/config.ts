@@ -1,0 +1,149 @@
+import { loadOrCreateDevSecret, DEV_SECRET_FILE } from './dev-secret.ts'
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+
+const Int = (defaultValue: number, minimum: number, description: string) =>
+  Type.Integer({ default: defaultValue, minimum, description })
+const Text = (description: string) => Type.Optional(Type.String({ description }))
+const Flag = (defaultValue: boolean, description: string) => Type.Boolean({ default: defaultValue, description })
+const List = (description: string) => Type.Array(Type.String({ minLength: 1 }), { default: [], description })
+
+/**
+ * Every variable the service reads, with its default and meaning. This one schema is the
+ * config's type, its validator and the source of `.env.example`'s documentation.
+ */
+export const ConfigSchema = Type.Object({
+  NODE_ENV: Type.String({ default: 'development', description: 'production hardens defaults (no dev token route, JWT key required)' }),
+  HOST: Type.String({ default: '0.0.0.0', description: 'interface to listen on' }),
+  PORT: Type.Integer({ default: 8080, minimum: 0, maximum: 65535, description: 'port to listen on' }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
+    { default: 'info', description: 'pino log level' },
+  ),
+  TRUST_PROXY: Flag(false, 'honour X-Forwarded-* from the load balancer'),
+  JWT_SECRET: Text('HS256 secret, at least 32 bytes'),
+  JWT_PUBLIC_KEY: Text('PEM public key for RS256/ES256 tokens (instead of JWT_SECRET)'),
+  JWT_ALGORITHMS: List('accepted JWT algorithms [HS256, or RS256,ES256 with a public key]'),
+  JWT_ISSUER: Text('required iss claim, when set'),
+  JWT_AUDIENCE: Text('required aud claim, when set'),
+  ALLOWED_ORIGINS: List('comma-separated Origin allow-list for upgrades [empty: any]'),
+  MODEL_PROVIDER: Type.Optional(
+    Type.Union([Type.Literal('openai'), Type.Literal('mock')], {
+      description: 'openai or mock [openai when OPENAI_API_KEY is set, else mock]',
+    }),
+  ),
+  OPENAI_API_KEY: Text('upstream API key'),
+  OPENAI_BASE_URL: Text('any OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1'),
+  OPENAI_MODEL: Type.String({ default: 'gpt-4o-mini', description: 'model name sent upstream' }),
+  SYSTEM_PROMPT: Type.String({ default: 'You are a helpful assistant.', description: "the agent's instructions" }),
+  MOCK_TOKEN_DELAY_MS: Int(20, 0, 'pace of the offline mock model, per token'),
+  TOOLS: Type.Array(Type.String({ minLength: 1 }), {
+    default: ['get_current_time', 'calculate'],
+    description: 'built-in tools enabled for the agent (comma-separated; empty for none)',
+  }),
+  REDIS_URL: Text('Redis for sessions, event logs and cancel signals [empty: in-memory]'),
+  HEARTBEAT_INTERVAL_MS: Int(30_000, 10, 'protocol ping period'),
+  RESUME_GRACE_MS: Int(15_000, 0, 'how long a run outlives its last subscriber'),
+  RESUME_BUFFER_EVENTS: Int(2000, 1, 'events held per session for resume'),
+  SESSION_TTL_SECONDS: Int(86_400, 1, 'idle session lifetime'),
+  SHUTDOWN_GRACE_MS: Int(10_000, 0, 'how long runs may finish on SIGTERM'),
+  MAX_PAYLOAD_BYTES: Int(65_536, 64, 'largest accepted frame; bigger closes 1009'),
+  MAX_CONTENT_CHARS: Int(16_000, 1, 'largest chat content; longer gets payload_too_large'),
+  MAX_CONNECTIONS_PER_USER: Int(20, 1, 'beyond it: close 4029'),
+  RATE_LIMIT_MESSAGES: Int(60, 1, 'frames per user per window'),
+  RATE_LIMIT_WINDOW_MS: Int(60_000, 1, 'rate-limit window'),
+  UPSTREAM_TIMEOUT_MS: Int(120_000, 1, 'whole-run upstream limit'),
+  UPSTREAM_IDLE_TIMEOUT_MS: Int(30_000, 1, 'limit between upstream content chunks'),
+  MAX_TOOL_ROUNDS: Int(5, 0, 'tool rounds per run'),
+  HISTORY_MAX_MESSAGES: Int(50, 2, 'messages kept per session (system prompt excluded)'),
+  SLOW_CLIENT_TIMEOUT_MS: Int(30_000, 1, 'how long a socket may stay above its high-water mark'),
+  METRICS_TOKEN: Text('bearer token required by /metrics when set [empty: open]'),
+  DEMO_UI: Type.Optional(Type.Boolean({ description: 'serve the demo chat page at / [true outside production]' })),
+})
+
+export type Env = Static<typeof ConfigSchema>
+
+export interface Config extends Env {
+  isProduction: boolean
+  modelProvider: 'openai' | 'mock'
+  demoUi: boolean
+  /** Set when no JWT key was configured outside production: the file holding the dev secret. */
+  devSecretFile: string | undefined
+  jwtSecret: string | undefined
+  jwtAlgorithms: string[]
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+const listKeys = new Set(['JWT_ALGORITHMS', 'ALLOWED_ORIGINS', 'TOOLS'])
+const booleanWords: Record<string, boolean> = { true: true, '1': true, yes: true, false: false, '0': false, no: false }
+
+function schemaOf(key: string): TSchema {
+  return (ConfigSchema.properties as Record<string, TSchema>)[key] as TSchema
+}
+
+/** Env strings → typed values; anything that does not convert is left for the validator to name. */
+function coerce(key: string, raw: string): unknown {
+  if (listKeys.has(key)) return raw.split(',').map((item) => item.trim()).filter(Boolean)
+  const schema = schemaOf(key)
+  const type = schema.type ?? (schema.anyOf ? 'union' : undefined)
+  if (type === 'integer') return /^-?\d+$/.test(raw.trim()) ? Number(raw) : raw
+  if (type === 'boolean') return booleanWords[raw.trim().toLowerCase()] ?? raw
+  return raw
+}
+
+/**
+ * Reads the environment into a validated config. Throws ConfigError naming the variable
+ * on the first bad value: the service fails at boot, never at request time.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, devSecret = loadOrCreateDevSecret): Config {
+  const input: Record<string, unknown> = {}
+  for (const key of Object.keys(ConfigSchema.properties)) {
+    const raw = env[key]
+    if (raw !== undefined && raw !== '') input[key] = coerce(key, raw)
+  }
+  const withDefaults = Value.Default(ConfigSchema, input)
+  const firstError = Value.Errors(ConfigSchema, withDefaults).First()
+  if (firstError) {
+    const variable = firstError.path.split('/')[1] ?? 'configuration'
+    throw new ConfigError(`Invalid ${variable}: ${firstError.message} (got ${JSON.stringify(env[variable] ?? '')})`)
+  }
+  return resolve(withDefaults as Env, devSecret)
+}
+
+function resolve(env: Env, devSecret: () => { secret: string }): Config {
+  const isProduction = env.NODE_ENV === 'production'
+  if (env.JWT_SECRET && env.JWT_PUBLIC_KEY) throw new ConfigError('Set JWT_SECRET or JWT_PUBLIC_KEY, not both')
+  if (env.JWT_SECRET && Buffer.byteLength(env.JWT_SECRET) < 32) {
+    throw new ConfigError('Invalid JWT_SECRET: must be at least 32 bytes')
+  }
+  if (env.JWT_PUBLIC_KEY && !env.JWT_PUBLIC_KEY.includes('-----BEGIN')) {
+    throw new ConfigError('Invalid JWT_PUBLIC_KEY: expected a PEM public key')
+  }
+  const hasKey = Boolean(env.JWT_SECRET || env.JWT_PUBLIC_KEY)
+  if (!hasKey && isProduction) {
+    throw new ConfigError('JWT_SECRET or JWT_PUBLIC_KEY is required when NODE_ENV=production')
+  }
+  const jwtAlgorithms = env.JWT_ALGORITHMS.length > 0 ? env.JWT_ALGORITHMS : env.JWT_PUBLIC_KEY ? ['RS256', 'ES256'] : ['HS256']
+  const symmetric = jwtAlgorithms.filter((alg) => alg.startsWith('HS'))
+  if (env.JWT_PUBLIC_KEY && symmetric.length > 0) {
+    throw new ConfigError(`Invalid JWT_ALGORITHMS: ${symmetric.join(',')} cannot be used with JWT_PUBLIC_KEY`)
+  }
+  if (!env.JWT_PUBLIC_KEY && symmetric.length !== jwtAlgorithms.length) {
+    throw new ConfigError('Invalid JWT_ALGORITHMS: only HS256/HS384/HS512 work with JWT_SECRET')
+  }
+  if (env.MODEL_PROVIDER === 'openai' && !env.OPENAI_API_KEY && !env.OPENAI_BASE_URL) {
+    throw new ConfigError('MODEL_PROVIDER=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for a keyless local server)')
+  }
+  return {
+    ...env,
+    isProduction,
+    modelProvider: env.MODEL_PROVIDER ?? (env.OPENAI_API_KEY ? 'openai' : 'mock'),
+    demoUi: env.DEMO_UI ?? !isProduction,
+    devSecretFile: hasKey ? undefined : DEV_SECRET_FILE,
+    jwtSecret: env.JWT_SECRET ?? (env.JWT_PUBLIC_KEY ? undefined : devSecret().secret),
+    jwtAlgorithms,
+  }
+}

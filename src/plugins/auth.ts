@@ -1,0 +1,116 @@
+import fp from 'fastify-plugin'
+import fastifyJwt from '@fastify/jwt'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { Algorithm } from 'fast-jwt'
+import { BEARER_PROTOCOL_PREFIX, CloseCode, CloseReason, type AuthFailure } from '../protocol/index.ts'
+import type { Config } from '../config.ts'
+
+export interface Claims {
+  sub: string
+  /** Seconds since the epoch. */
+  exp: number
+}
+
+export type Verified = { ok: true; claims: Claims } | { ok: false; reason: AuthFailure }
+
+/** What the handshake hook decided; the WebSocket handler acts on it synchronously. */
+export type UpgradeAuth =
+  | { ok: true; claims: Claims }
+  | { ok: false; code: typeof CloseCode.unauthorized; reason: AuthFailure }
+  | { ok: false; code: typeof CloseCode.forbiddenOrigin; reason: typeof CloseReason.forbiddenOrigin }
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Verifies a JWT against the configured key, algorithms, issuer and audience. Never throws. */
+    verifyToken(token: string): Verified
+    /** preValidation hook for the upgrade: sets `request.upgradeAuth`. */
+    authenticateUpgrade(request: FastifyRequest): Promise<void>
+    /** preHandler for REST: answers 401 unless a valid bearer token is present; sets `request.claims`. */
+    requireBearer(request: FastifyRequest, reply: FastifyReply): Promise<void>
+  }
+  interface FastifyRequest {
+    upgradeAuth: UpgradeAuth | null
+    claims: Claims | null
+  }
+}
+
+const BEARER = /^Bearer\s+(\S+)\s*$/i
+
+function bearerHeader(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization
+  return header ? BEARER.exec(header)?.[1] : undefined
+}
+
+function bearerProtocol(request: FastifyRequest): string | undefined {
+  const header = request.headers['sec-websocket-protocol']
+  if (!header) return undefined
+  const offered = header.split(',').map((protocol) => protocol.trim())
+  return offered.find((protocol) => protocol.startsWith(BEARER_PROTOCOL_PREFIX))?.slice(BEARER_PROTOCOL_PREFIX.length)
+}
+
+function queryToken(request: FastifyRequest): string | undefined {
+  const token = (request.query as Record<string, unknown> | undefined)?.token
+  return typeof token === 'string' ? token : undefined
+}
+
+/** The contract's order: Authorization header, then the bearer subprotocol, then `?token=`. */
+export function findToken(request: FastifyRequest): string | undefined {
+  return bearerHeader(request) ?? bearerProtocol(request) ?? queryToken(request)
+}
+
+function isClaims(payload: unknown): payload is Claims {
+  const claims = payload as Partial<Claims> | null
+  return typeof claims?.sub === 'string' && claims.sub.length > 0 && typeof claims.exp === 'number'
+}
+
+async function authPlugin(app: FastifyInstance, options: { config: Config }) {
+  const { config } = options
+  const allowedOrigins = new Set(config.ALLOWED_ORIGINS)
+  await app.register(fastifyJwt, {
+    secret: config.JWT_PUBLIC_KEY ? { public: config.JWT_PUBLIC_KEY } : (config.jwtSecret as string),
+    verify: {
+      algorithms: config.jwtAlgorithms as Algorithm[],
+      requiredClaims: ['sub', 'exp'],
+      ...(config.JWT_ISSUER ? { allowedIss: config.JWT_ISSUER } : {}),
+      ...(config.JWT_AUDIENCE ? { allowedAud: config.JWT_AUDIENCE } : {}),
+    },
+  })
+
+  function verifyToken(token: string): Verified {
+    try {
+      const payload: unknown = app.jwt.verify(token)
+      return isClaims(payload) ? { ok: true, claims: { sub: payload.sub, exp: payload.exp } } : { ok: false, reason: CloseReason.invalidToken }
+    } catch (err) {
+      const code = (err as { code?: string }).code
+      return { ok: false, reason: code === 'FAST_JWT_EXPIRED' ? CloseReason.tokenExpired : CloseReason.invalidToken }
+    }
+  }
+
+  app.decorate('verifyToken', verifyToken)
+  app.decorateRequest('upgradeAuth', null)
+  app.decorateRequest('claims', null)
+
+  app.decorate('authenticateUpgrade', async function authenticateUpgrade(request: FastifyRequest) {
+    const origin = request.headers.origin
+    // Browsers always send Origin; other clients do not, and are judged by their token alone.
+    if (allowedOrigins.size > 0 && origin !== undefined && !allowedOrigins.has(origin)) {
+      request.upgradeAuth = { ok: false, code: CloseCode.forbiddenOrigin, reason: CloseReason.forbiddenOrigin }
+      return
+    }
+    const token = findToken(request)
+    const verified = token ? verifyToken(token) : ({ ok: false, reason: CloseReason.missingToken } as const)
+    request.upgradeAuth = verified.ok ? verified : { ok: false, code: CloseCode.unauthorized, reason: verified.reason }
+  })
+
+  app.decorate('requireBearer', async function requireBearer(request: FastifyRequest, reply: FastifyReply) {
+    const token = bearerHeader(request)
+    const verified = token ? verifyToken(token) : ({ ok: false, reason: CloseReason.missingToken } as const)
+    if (!verified.ok) {
+      await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized', message: verified.reason })
+      return
+    }
+    request.claims = verified.claims
+  })
+}
+
+export default fp(authPlugin, { name: 'auth', fastify: '5.x' })

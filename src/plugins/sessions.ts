@@ -1,0 +1,59 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance } from 'fastify'
+import type { Backend } from '../store/types.ts'
+import type { ModelClient } from '../agent/models/types.ts'
+import type { ToolRegistry } from '../agent/tools/registry.ts'
+import { SessionRegistry, type RegistryOptions } from '../sessions/registry.ts'
+import type { Config } from '../config.ts'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    sessions: SessionRegistry
+    backend: Backend
+    /** Unique per process: names the owner of runs and leases in a shared store. */
+    instanceId: string
+  }
+}
+
+export interface SessionsPluginOptions {
+  config: Config
+  backend: Backend
+  model: ModelClient
+  tools: ToolRegistry
+  instanceId: string
+  flowControl?: RegistryOptions['flowControl']
+}
+
+/** How long a run's lease lives; renewed every third of it while the run is alive. */
+const LEASE_MS = 10_000
+
+async function sessionsPlugin(app: FastifyInstance, options: SessionsPluginOptions) {
+  const { config } = options
+  const registry = new SessionRegistry({
+    backend: options.backend,
+    model: options.model,
+    tools: options.tools,
+    logger: app.log,
+    instanceId: options.instanceId,
+    ...(options.flowControl ? { flowControl: options.flowControl } : {}),
+    config: {
+      systemPrompt: config.SYSTEM_PROMPT,
+      historyMaxMessages: config.HISTORY_MAX_MESSAGES,
+      resumeGraceMs: config.RESUME_GRACE_MS,
+      maxToolRounds: config.MAX_TOOL_ROUNDS,
+      leaseMs: LEASE_MS,
+      busyRetryAfterMs: 1000,
+    },
+  })
+  app.decorate('sessions', registry)
+  app.decorate('backend', options.backend)
+  app.decorate('instanceId', options.instanceId)
+  app.addHook('onClose', async () => {
+    await registry.drain(0)
+    await options.backend.events.close()
+    await options.backend.sessions.close()
+    await options.backend.control.close()
+  })
+}
+
+export default fp(sessionsPlugin, { name: 'sessions', fastify: '5.x' })

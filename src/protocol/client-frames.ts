@@ -1,0 +1,59 @@
+import { Type, type Static } from '@sinclair/typebox'
+
+export const SessionId = Type.String({
+  minLength: 1,
+  maxLength: 128,
+  pattern: '^[A-Za-z0-9_-]+$',
+  description: 'Session id: 1..128 characters of [A-Za-z0-9_-]',
+})
+
+const strict = { additionalProperties: false } as const
+
+export const ChatFrame = Type.Object(
+  {
+    type: Type.Literal('chat'),
+    // The upper bound is MAX_CONTENT_CHARS, checked by the handler so that it answers payload_too_large.
+    content: Type.String({ minLength: 1 }),
+    session_id: Type.Optional(SessionId),
+    id: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'Idempotency key, echoed as metadata.request_id' })),
+  },
+  { ...strict, $id: 'ChatFrame', description: 'Start an agent run in a session' },
+)
+
+export const CancelFrame = Type.Object(
+  { type: Type.Literal('cancel'), session_id: Type.Optional(SessionId) },
+  { ...strict, $id: 'CancelFrame', description: "Abort the session's running run" },
+)
+
+export const PingFrame = Type.Object(
+  { type: Type.Literal('ping'), session_id: Type.Optional(SessionId) },
+  { ...strict, $id: 'PingFrame', description: 'Application-level liveness, answered by pong' },
+)
+
+export const ResumeFrame = Type.Object(
+  { type: Type.Literal('resume'), session_id: SessionId, last_seq: Type.Integer({ minimum: 0 }) },
+  { ...strict, $id: 'ResumeFrame', description: 'Replay events with seq > last_seq, then stream live' },
+)
+
+export const AuthFrame = Type.Object(
+  { type: Type.Literal('auth'), token: Type.String({ minLength: 1 }) },
+  { ...strict, $id: 'AuthFrame', description: "Replace the connection's JWT (same sub)" },
+)
+
+export const clientFrameSchemas = {
+  chat: ChatFrame,
+  cancel: CancelFrame,
+  ping: PingFrame,
+  resume: ResumeFrame,
+  auth: AuthFrame,
+} as const
+
+export const ClientFrame = Type.Union(Object.values(clientFrameSchemas), { $id: 'ClientFrame' })
+
+export type ChatFrame = Static<typeof ChatFrame>
+export type CancelFrame = Static<typeof CancelFrame>
+export type PingFrame = Static<typeof PingFrame>
+export type ResumeFrame = Static<typeof ResumeFrame>
+export type AuthFrame = Static<typeof AuthFrame>
+export type ClientFrame = Static<typeof ClientFrame>
+export type ClientFrameType = keyof typeof clientFrameSchemas

@@ -1,0 +1,5 @@
+export * from './codes.ts'
+export * from './client-frames.ts'
+export * from './server-frames.ts'
+export { parseClientFrame, type ParsedFrame } from './parse-client-frame.ts'
+export * from './errors.ts'

@@ -1,0 +1,173 @@
+import { Type, type Static } from '@sinclair/typebox'
+import { ErrorCode } from './codes.ts'
+
+const strict = { additionalProperties: false } as const
+const Seq = Type.Integer({ minimum: 1, description: 'Strictly increasing by one per session, across runs' })
+const SessionIdOrEmpty = Type.String({ description: 'The session, or "" when none applies' })
+const RunId = Type.String({ minLength: 1 })
+
+export const FinishReason = Type.Union([
+  Type.Literal('stop'),
+  Type.Literal('length'),
+  Type.Literal('cancelled'),
+  Type.Literal('error'),
+  Type.Literal('interrupted'),
+])
+
+export const Usage = Type.Object(
+  { prompt_tokens: Type.Integer({ minimum: 0 }), completion_tokens: Type.Integer({ minimum: 0 }) },
+  strict,
+)
+
+export const StatusThinking = Type.Object(
+  {
+    type: Type.Literal('status'),
+    session_id: SessionIdOrEmpty,
+    seq: Seq,
+    content: Type.Literal('thinking'),
+    metadata: Type.Object({ run_id: RunId, request_id: Type.Optional(Type.String()) }, strict),
+  },
+  { ...strict, $id: 'StatusThinking', description: 'A run was accepted' },
+)
+
+export const StatusToolCall = Type.Object(
+  {
+    type: Type.Literal('status'),
+    session_id: SessionIdOrEmpty,
+    seq: Seq,
+    content: Type.Literal('tool_call'),
+    metadata: Type.Object(
+      { run_id: RunId, tool: Type.String(), call_id: Type.String(), arguments: Type.Unknown() },
+      strict,
+    ),
+  },
+  { ...strict, $id: 'StatusToolCall', description: 'The model called a tool' },
+)
+
+export const StatusToolResult = Type.Object(
+  {
+    type: Type.Literal('status'),
+    session_id: SessionIdOrEmpty,
+    seq: Seq,
+    content: Type.Literal('tool_result'),
+    metadata: Type.Object(
+      { run_id: RunId, tool: Type.String(), call_id: Type.String(), result: Type.Unknown(), is_error: Type.Boolean() },
+      strict,
+    ),
+  },
+  { ...strict, $id: 'StatusToolResult', description: 'A tool call finished' },
+)
+
+export const StatusCancelled = Type.Object(
+  {
+    type: Type.Literal('status'),
+    session_id: SessionIdOrEmpty,
+    seq: Seq,
+    content: Type.Literal('cancelled'),
+    metadata: Type.Object({ run_id: RunId }, strict),
+  },
+  { ...strict, $id: 'StatusCancelled', description: 'The run was cancelled; its complete follows' },
+)
+
+export const StatusResumed = Type.Object(
+  {
+    type: Type.Literal('status'),
+    session_id: SessionIdOrEmpty,
+    content: Type.Literal('resumed'),
+    metadata: Type.Object(
+      { last_seq: Type.Integer({ minimum: 0 }), active_run: Type.Union([RunId, Type.Null()]) },
+      strict,
+    ),
+  },
+  { ...strict, $id: 'StatusResumed', description: 'Answer to resume, sent after the replay' },
+)
+
+export const TokenFrameSchema = Type.Object(
+  {
+    type: Type.Literal('token'),
+    session_id: SessionIdOrEmpty,
+    seq: Seq,
+    content: Type.String(),
+    metadata: Type.Object({ run_id: RunId }, strict),
+  },
+  { ...strict, $id: 'TokenFrame', description: 'A text delta from the model' },
+)
+
+export const CompleteFrameSchema = Type.Object(
+  {
+    type: Type.Literal('complete'),
+    session_id: SessionIdOrEmpty,
+    seq: Seq,
+    content: Type.String({ description: 'The whole assistant text of the run' }),
+    metadata: Type.Object(
+      {
+        run_id: RunId,
+        finish_reason: FinishReason,
+        usage: Type.Optional(Usage),
+        request_id: Type.Optional(Type.String()),
+        reason: Type.Optional(Type.String({ description: 'Why the run stopped early, when it did' })),
+      },
+      strict,
+    ),
+  },
+  { ...strict, $id: 'CompleteFrame', description: 'The run ended' },
+)
+
+export const ErrorCodeSchema = Type.Union(Object.values(ErrorCode).map((code) => Type.Literal(code)))
+
+export const ErrorFrameSchema = Type.Object(
+  {
+    type: Type.Literal('error'),
+    session_id: SessionIdOrEmpty,
+    seq: Type.Optional(Seq),
+    content: Type.String(),
+    metadata: Type.Object(
+      {
+        code: ErrorCodeSchema,
+        retryable: Type.Boolean(),
+        retry_after_ms: Type.Optional(Type.Integer({ minimum: 0 })),
+        request_id: Type.Optional(Type.String()),
+        run_id: Type.Optional(RunId),
+      },
+      strict,
+    ),
+  },
+  { ...strict, $id: 'ErrorFrame', description: 'A frame could not be served, or a run failed' },
+)
+
+export const PongFrameSchema = Type.Object(
+  { type: Type.Literal('pong'), session_id: SessionIdOrEmpty },
+  { ...strict, $id: 'PongFrame', description: 'Answer to ping' },
+)
+
+export const serverFrameSchemas = {
+  StatusThinking,
+  StatusToolCall,
+  StatusToolResult,
+  StatusCancelled,
+  StatusResumed,
+  TokenFrame: TokenFrameSchema,
+  CompleteFrame: CompleteFrameSchema,
+  ErrorFrame: ErrorFrameSchema,
+  PongFrame: PongFrameSchema,
+} as const
+
+export const ServerFrame = Type.Union(Object.values(serverFrameSchemas), { $id: 'ServerFrame' })
+
+export type FinishReason = Static<typeof FinishReason>
+export type Usage = Static<typeof Usage>
+export type StatusThinking = Static<typeof StatusThinking>
+export type StatusToolCall = Static<typeof StatusToolCall>
+export type StatusToolResult = Static<typeof StatusToolResult>
+export type StatusCancelled = Static<typeof StatusCancelled>
+export type StatusResumed = Static<typeof StatusResumed>
+export type TokenFrame = Static<typeof TokenFrameSchema>
+export type CompleteFrame = Static<typeof CompleteFrameSchema>
+export type ErrorFrame = Static<typeof ErrorFrameSchema>
+export type PongFrame = Static<typeof PongFrameSchema>
+export type ServerFrame = Static<typeof ServerFrame>
+
+/** Frames that belong to a run and so get a seq from the session's event log. */
+export type RunEvent = Extract<ServerFrame, { seq: number }> | (ErrorFrame & { seq: number })
+/** A run event before the event log has given it a seq. */
+export type UnsequencedRunEvent = RunEvent extends infer F ? (F extends unknown ? Omit<F, 'seq'> : never) : never

@@ -1,0 +1,40 @@
+import { Type, type Static } from '@sinclair/typebox'
+import type { FastifyInstance } from 'fastify'
+
+const Live = Type.Object({ status: Type.Literal('ok') })
+const Check = Type.Object({ ok: Type.Boolean(), error: Type.Optional(Type.String()) })
+const Ready = Type.Object({
+  status: Type.Union([Type.Literal('ready'), Type.Literal('unavailable')]),
+  checks: Type.Object({ store: Check, draining: Check }),
+})
+type Ready = Static<typeof Ready>
+
+/** Readiness waits at most this long for the store, so a hung store reads as down. */
+const STORE_PING_TIMEOUT_MS = 1000
+
+export default async function healthRoutes(app: FastifyInstance) {
+  app.get('/health/live', { schema: { response: { 200: Live } } }, async () => ({ status: 'ok' as const }))
+
+  app.get('/health/ready', { schema: { response: { 200: Ready, 503: Ready } } }, async (_request, reply) => {
+    const store = await pingStore(app)
+    const draining = { ok: !app.lifecycle.draining }
+    const ready = store.ok && draining.ok
+    const body: Ready = { status: ready ? 'ready' : 'unavailable', checks: { store, draining } }
+    return reply.code(ready ? 200 : 503).send(body)
+  })
+}
+
+async function pingStore(app: FastifyInstance): Promise<Static<typeof Check>> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('store did not answer in time')), STORE_PING_TIMEOUT_MS)
+  })
+  try {
+    await Promise.race([app.backend.sessions.ping(), timeout])
+    return { ok: true }
+  } catch (err) {
+    return { ok: false, error: (err as Error).message }
+  } finally {
+    clearTimeout(timer)
+  }
+}
