@@ -11,16 +11,10 @@ import { Ajv } from 'ajv'
 import addFormatsModule from 'ajv-formats'
 import WebSocket, { WebSocketServer } from 'ws'
 import { parse } from 'yaml'
+import { ConfigSchema } from '../../src/config.ts'
 
 /** Every variable the service reads (src/config.ts). */
-const CONFIG_VARIABLES: readonly string[] = [
-  'HOST', 'PORT', 'LOG_LEVEL', 'TRUST_PROXY', 'JWT_SECRET', 'JWT_PUBLIC_KEY', 'JWT_ALGORITHMS', 'JWT_ISSUER',
-  'JWT_AUDIENCE', 'ALLOWED_ORIGINS', 'MODEL_PROVIDER', 'OPENAI_API_KEY', 'OPENAI_BASE_URL', 'OPENAI_MODEL',
-  'SYSTEM_PROMPT', 'REDIS_URL', 'HEARTBEAT_INTERVAL_MS', 'RESUME_GRACE_MS', 'RESUME_BUFFER_EVENTS',
-  'SESSION_TTL_SECONDS', 'SHUTDOWN_GRACE_MS', 'MAX_PAYLOAD_BYTES', 'MAX_CONTENT_CHARS', 'MAX_CONNECTIONS_PER_USER',
-  'RATE_LIMIT_MESSAGES', 'RATE_LIMIT_WINDOW_MS', 'UPSTREAM_TIMEOUT_MS', 'UPSTREAM_IDLE_TIMEOUT_MS', 'MAX_TOOL_ROUNDS',
-  'HISTORY_MAX_MESSAGES', 'SLOW_CLIENT_TIMEOUT_MS', 'METRICS_TOKEN', 'NODE_ENV', 'DEMO_UI', 'TOOLS',
-]
+const CONFIG_VARIABLES: readonly string[] = Object.keys(ConfigSchema.properties)
 const HEARTBEAT_MS = 30_000
 const SHUTDOWN_GRACE_MS = 10_000
 
