@@ -1,7 +1,12 @@
 import WebSocket from 'ws'
-import type { ServerFrame } from '../../src/protocol/index.ts'
-
-export type Frame = ServerFrame & { seq?: number; metadata?: Record<string, any> }
+/** A server frame as a test reads it; tests validate shapes against the schemas separately. */
+export interface Frame {
+  type: string
+  session_id: string
+  seq?: number
+  content?: string
+  metadata?: Record<string, any>
+}
 
 export interface Closed {
   code: number
