@@ -20,3 +20,8 @@ t.test('.env.example names every config variable and its values load', async (t)
   t.equal(config.PORT, 8080)
   t.same(config.TOOLS, ['get_current_time', 'calculate'])
 })
+
+t.test('the README documents every config variable', async (t) => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  for (const name of Object.keys(ConfigSchema.properties)) t.match(readme, `\`${name}\``, name)
+})
