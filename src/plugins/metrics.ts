@@ -1,0 +1,240 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
+import fp from 'fastify-plugin'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { CloseCode, ErrorCode, type FinishReason } from '../protocol/index.ts'
+import type { RunObserver, RunTracker } from '../sessions/registry.ts'
+import type { ConnectionObserver } from '../ws/connection.ts'
+import type { UpstreamObserver } from '../agent/models/openai-model.ts'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** This app's Prometheus metrics, and the observers that feed them. */
+    metrics: Metrics
+  }
+}
+
+/** Labels stay low-cardinality: every value comes from a fixed set, never a user or session id. */
+export interface Metrics {
+  registry: Registry
+  connectionsActive: Gauge
+  /** result: ok, unauthorized, forbidden_origin, too_many, draining. */
+  connectionsOpened: Counter<'result'>
+  /** code: a close code of the contract, 1005, 1006, or `other`. */
+  connectionsClosed: Counter<'code'>
+  /** type: a client frame type, or `invalid`. */
+  framesReceived: Counter<'type'>
+  /** type: a server frame type. */
+  framesSent: Counter<'type'>
+  /** outcome: completed, cancelled, error, interrupted. */
+  runs: Counter<'outcome'>
+  runDuration: Histogram<'outcome'>
+  timeToFirstToken: Histogram
+  interTokenGap: Histogram
+  cancelLatency: Histogram
+  tokensStreamed: Counter
+  /** status_class: 2xx, 4xx, 5xx…, network (no response), aborted (we gave up first: a cancel or a watchdog timeout). */
+  upstreamRequests: Counter<'status_class'>
+  /** failure: an UpstreamFailure (rate_limited, server, connection, …). */
+  upstreamRetries: Counter<'failure'>
+  /** result: ok or the error code answered (not_found, forbidden, history_gone, internal). */
+  resumeAttempts: Counter<'result'>
+  maxBufferedAmount: Gauge
+  /** limit: which limit was hit: messages (the per-user frame budget). */
+  rateLimitHits: Counter<'limit'>
+  runObserver: RunObserver
+  connectionObserver: ConnectionObserver
+  upstreamObserver: UpstreamObserver
+}
+
+export interface MetricsOptions {
+  /** How long a peak of `bufferedAmount` is remembered: it is reported for one to two windows. */
+  peakWindowMs?: number
+  now?: () => number
+}
+
+const RUN_OUTCOMES = ['completed', 'cancelled', 'error', 'interrupted'] as const
+type RunOutcome = (typeof RUN_OUTCOMES)[number]
+const OPEN_RESULTS = ['ok', 'unauthorized', 'forbidden_origin', 'too_many', 'draining']
+const STATUS_CLASSES = ['2xx', '4xx', '5xx', 'network', 'aborted']
+const RESUME_RESULTS = ['ok', ErrorCode.notFound, ErrorCode.forbidden, ErrorCode.historyGone]
+const CLOSE_CODES = new Set<number>([...Object.values(CloseCode), 1005, 1006])
+const SERVER_FRAME_TYPES = new Set(['status', 'token', 'complete', 'error', 'pong'])
+const TYPE_PREFIX = '{"type":"'
+
+function outcomeOf(finishReason: FinishReason): RunOutcome {
+  return finishReason === 'stop' || finishReason === 'length' ? 'completed' : finishReason
+}
+
+/** The type of a serialized server frame: every frame we write starts with its `type`. */
+export function sentFrameType(frame: string): string {
+  if (!frame.startsWith(TYPE_PREFIX)) return 'other'
+  const type = frame.slice(TYPE_PREFIX.length, frame.indexOf('"', TYPE_PREFIX.length))
+  return SERVER_FRAME_TYPES.has(type) ? type : 'other'
+}
+
+export function closeCodeLabel(code: number): string {
+  return CLOSE_CODES.has(code) ? String(code) : 'other'
+}
+
+export function statusClass(outcome: number | 'network' | 'aborted'): string {
+  return typeof outcome === 'number' ? `${Math.floor(outcome / 100)}xx` : outcome
+}
+
+/** Process-wide metrics (CPU, memory, event loop, GC) exist once per process, however many apps run in it. */
+let processRegistry: Registry | undefined
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry()
+    collectDefaultMetrics({ register: processRegistry })
+  }
+  return processRegistry
+}
+
+export function createMetrics(options: MetricsOptions = {}): Metrics {
+  const registry = new Registry()
+  const registers = [registry]
+  const now = options.now ?? (() => performance.now())
+  const peakWindowMs = options.peakWindowMs ?? 30_000
+  const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) => new Counter<L>({ name, help, labelNames, registers })
+  const histogram = <L extends string>(name: string, help: string, buckets: number[], labelNames: L[] = []) =>
+    new Histogram<L>({ name, help, buckets, labelNames, registers })
+
+  // The peak of the current window and of the one before, so a scrape never misses a spike.
+  let peak = 0
+  let previousPeak = 0
+  let windowStart = now()
+  const rotatePeak = (at: number) => {
+    if (at - windowStart < peakWindowMs) return
+    previousPeak = at - windowStart < 2 * peakWindowMs ? peak : 0
+    peak = 0
+    windowStart = at
+  }
+
+  const metrics = {
+    registry,
+    connectionsActive: new Gauge({ name: 'agw_ws_connections_active', help: 'Open agent WebSocket connections', registers }),
+    connectionsOpened: counter('agw_ws_connections_opened_total', 'Upgrade attempts on /ws/agent, by result', ['result']),
+    connectionsClosed: counter('agw_ws_connections_closed_total', 'Accepted connections closed, by close code', ['code']),
+    framesReceived: counter('agw_ws_frames_received_total', 'Client frames received, by type (invalid: refused by validation)', ['type']),
+    framesSent: counter('agw_ws_frames_sent_total', 'Server frames written to sockets, by type', ['type']),
+    runs: counter('agw_runs_total', 'Runs ended, by outcome', ['outcome']),
+    runDuration: histogram('agw_run_duration_seconds', 'From a run being accepted to its complete, by outcome', [0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300], ['outcome']),
+    timeToFirstToken: histogram('agw_run_time_to_first_token_seconds', 'From a run being accepted to its first token (tool rounds included)', [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30]),
+    interTokenGap: histogram('agw_run_inter_token_gap_seconds', 'Between consecutive tokens of a run (a tool round resets it)', [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]),
+    cancelLatency: histogram('agw_run_cancel_latency_seconds', 'From a cancel or delete request to the run\'s complete', [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
+    tokensStreamed: counter('agw_tokens_streamed_total', 'Token frames produced by runs (text deltas)'),
+    upstreamRequests: counter('agw_upstream_requests_total', 'HTTP requests to the model server, by status class (network: no response; aborted: cancelled or timed out before one)', ['status_class']),
+    upstreamRetries: counter('agw_upstream_retries_total', 'Model requests retried, by the failure that caused the retry', ['failure']),
+    resumeAttempts: counter('agw_resume_attempts_total', 'resume frames, by result', ['result']),
+    maxBufferedAmount: new Gauge({
+      name: 'agw_ws_buffered_amount_max_bytes',
+      help: `Largest socket bufferedAmount seen after a send, over the last ${peakWindowMs / 1000}-${(2 * peakWindowMs) / 1000} s`,
+      registers,
+      collect() {
+        rotatePeak(now())
+        this.set(Math.max(peak, previousPeak))
+      },
+    }),
+    rateLimitHits: counter('agw_rate_limit_hits_total', 'Frames refused by a rate limit (answered rate_limited), by limit', ['limit']),
+  }
+  for (const outcome of RUN_OUTCOMES) {
+    metrics.runs.inc({ outcome }, 0)
+    metrics.runDuration.zero({ outcome })
+  }
+  for (const result of OPEN_RESULTS) metrics.connectionsOpened.inc({ result }, 0)
+  for (const status_class of STATUS_CLASSES) metrics.upstreamRequests.inc({ status_class }, 0)
+  for (const result of RESUME_RESULTS) metrics.resumeAttempts.inc({ result }, 0)
+  metrics.rateLimitHits.inc({ limit: 'messages' }, 0)
+
+  const seconds = (ms: number) => ms / 1000
+  const tracker = (): RunTracker => {
+    const startedAt = now()
+    let tokens = 0
+    let lastTokenAt: number | undefined
+    let cancelAt: number | undefined
+    return {
+      event(type) {
+        const at = now()
+        if (type !== 'token') {
+          lastTokenAt = undefined
+          return
+        }
+        if (tokens === 0) metrics.timeToFirstToken.observe(seconds(at - startedAt))
+        else if (lastTokenAt !== undefined) metrics.interTokenGap.observe(seconds(at - lastTokenAt))
+        tokens++
+        lastTokenAt = at
+        metrics.tokensStreamed.inc()
+      },
+      cancelRequested() {
+        cancelAt ??= now()
+      },
+      ended(finishReason) {
+        const at = now()
+        const outcome = outcomeOf(finishReason)
+        metrics.runs.inc({ outcome })
+        metrics.runDuration.observe({ outcome }, seconds(at - startedAt))
+        if (cancelAt !== undefined) metrics.cancelLatency.observe(seconds(at - cancelAt))
+      },
+    }
+  }
+
+  return {
+    ...metrics,
+    runObserver: {
+      started: tracker,
+      resumed: (result) => metrics.resumeAttempts.inc({ result }),
+      // Its duration is unknown here: it ran on the instance that was lost.
+      interrupted: () => metrics.runs.inc({ outcome: 'interrupted' }),
+    },
+    connectionObserver: {
+      opened() {
+        metrics.connectionsOpened.inc({ result: 'ok' })
+        metrics.connectionsActive.inc()
+      },
+      received: (type) => metrics.framesReceived.inc({ type }),
+      sent(frame, bufferedAmount) {
+        metrics.framesSent.inc({ type: sentFrameType(frame) })
+        rotatePeak(now())
+        peak = Math.max(peak, bufferedAmount)
+      },
+      rateLimited: () => metrics.rateLimitHits.inc({ limit: 'messages' }),
+      closed(code) {
+        metrics.connectionsActive.dec()
+        metrics.connectionsClosed.inc({ code: closeCodeLabel(code) })
+      },
+    },
+    upstreamObserver: {
+      request: (outcome) => metrics.upstreamRequests.inc({ status_class: statusClass(outcome) }),
+      retry: (failure) => metrics.upstreamRetries.inc({ failure }),
+    },
+  }
+}
+
+function digest(secret: string): Buffer {
+  return createHash('sha256').update(secret).digest()
+}
+
+async function metricsPlugin(app: FastifyInstance, options: { token: string | undefined }) {
+  const metrics = createMetrics()
+  const processRegistry = processMetrics()
+  app.decorate('metrics', metrics)
+  app.addHook('onClose', async () => metrics.registry.clear())
+
+  // Hashing both sides gives equal lengths, so the comparison takes the same time whatever was sent.
+  const expected = options.token ? digest(options.token) : undefined
+  const authorize = async (request: FastifyRequest, reply: FastifyReply) => {
+    if (!expected) return
+    const given = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '')?.[1]
+    if (given !== undefined && timingSafeEqual(digest(given), expected)) return
+    await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized', message: 'metrics need the METRICS_TOKEN bearer token' })
+  }
+
+  // Scrapes come every few seconds: log them only when something goes wrong.
+  app.get('/metrics', { logLevel: 'warn', onRequest: authorize }, async (_request, reply) => {
+    const text = (await processRegistry.metrics()) + (await metrics.registry.metrics())
+    return reply.type(metrics.registry.contentType).send(text)
+  })
+}
+
+export default fp(metricsPlugin, { name: 'metrics', fastify: '5.x' })

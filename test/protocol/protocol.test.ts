@@ -1,0 +1,161 @@
+import t, { type Test } from 'tap'
+import { startApp, signToken } from '../helpers/app.ts'
+import { connect, bearer, type TestClient } from '../helpers/ws-client.ts'
+import { createFakeUpstream, textSteps, type FakeUpstream } from '../helpers/fake-upstream.ts'
+import { CloseCode, ErrorCode, clientFrameSchemas, errorFrame, serverFrameSchemas } from '../../src/protocol/index.ts'
+import { fetchFrameSchemas } from './schema.ts'
+
+async function upstream(t: Test): Promise<FakeUpstream> {
+  const up = await createFakeUpstream((request) => {
+    const last = request.body.messages.at(-1)
+    if (last.role === 'tool') return { steps: textSteps('Five.', { usage: { prompt_tokens: 12, completion_tokens: 2 } }) }
+    if (last.content === 'use a tool') {
+      return {
+        steps: [{ toolCalls: [{ index: 0, id: 'call_1', name: 'calculate', arguments: '{"expression":"2+3"}' }] }, { finish: 'tool_calls' }, { done: true }],
+      }
+    }
+    if (last.content === 'go slow') return { steps: textSteps(Array(400).fill(' tick'), { delayMs: 25 }) }
+    // Asked to wait longer than we ever do: the run fails at once and passes the wait on.
+    return { status: 429, headers: { 'retry-after': '30' } }
+  })
+  t.teardown(() => up.close())
+  return up
+}
+
+/** Every client frame a test sends, kept for validation. */
+function recording(client: TestClient, sent: unknown[]) {
+  return (frame: Record<string, unknown>) => {
+    sent.push(frame)
+    client.send(frame)
+  }
+}
+
+t.test('/v1/protocol validates every frame of a whole conversation', async (t) => {
+  const up = await upstream(t)
+  const { baseUrl, wsUrl } = await startApp(t, {
+    modelProvider: 'openai',
+    OPENAI_BASE_URL: up.baseURL,
+    OPENAI_API_KEY: 'test',
+    MAX_CONTENT_CHARS: 100,
+  })
+  const schemas = await fetchFrameSchemas(baseUrl)
+  const sent: unknown[] = []
+  const a = await connect(t, wsUrl, bearer(signToken('alice')))
+  const b = await connect(t, wsUrl, bearer(signToken('alice')))
+  const bob = await connect(t, wsUrl, bearer(signToken('bob')))
+  const sendA = recording(a, sent)
+  const sendB = recording(b, sent)
+  const sendBob = recording(bob, sent)
+
+  sendA({ type: 'ping' })
+  sendA({ type: 'ping', session_id: 'proto-1' })
+  await a.next((f) => f.type === 'pong' && f.session_id === 'proto-1')
+
+  sendA({ type: 'chat', session_id: 'proto-1', content: 'use a tool', id: 'req-1' })
+  const toolRun = await a.untilComplete()
+  t.same(toolRun.slice(0, 3).map((f) => f.content), ['thinking', 'tool_call', 'tool_result'])
+  t.match(toolRun.at(-1)!.metadata, { finish_reason: 'stop', request_id: 'req-1', usage: { prompt_tokens: 12, completion_tokens: 2 } })
+
+  sendA({ type: 'chat', session_id: 'proto-1', content: 'go slow' })
+  await a.nextOfType('token')
+  sendA({ type: 'chat', session_id: 'proto-1', content: 'me too' })
+  t.match((await a.nextOfType('error')).metadata, { code: 'busy', retryable: true, retry_after_ms: 1000 })
+  sendB({ type: 'resume', session_id: 'proto-1', last_seq: toolRun.at(-1)!.seq! })
+  const resumedLive = await b.next((f) => f.content === 'resumed')
+  t.type(resumedLive.metadata!.active_run, 'string', 'resumed mid-run names the active run')
+  await b.nextOfType('token')
+  sendA({ type: 'cancel' })
+  t.equal((await a.untilComplete()).at(-1)!.metadata!.finish_reason, 'cancelled')
+  await b.nextOfType('complete')
+  sendA({ type: 'cancel', session_id: 'proto-1' })
+  t.equal((await a.nextOfType('error')).metadata!.code, 'no_active_run')
+
+  sendA({ type: 'chat', session_id: 'proto-1', content: 'fail' })
+  const failed = await a.untilComplete()
+  t.match(failed.find((f) => f.type === 'error')!.metadata, { code: 'upstream_error', retryable: true, retry_after_ms: 30_000 })
+  t.equal(failed.at(-1)!.metadata!.finish_reason, 'error')
+
+  sendA({ type: 'chat', content: 'x'.repeat(101) })
+  t.equal((await a.nextOfType('error')).metadata!.code, 'payload_too_large')
+  sendA({ type: 'auth', token: signToken('alice') })
+  sendA({ type: 'auth', token: signToken('bob') })
+  t.equal((await a.nextOfType('error')).metadata!.code, 'forbidden')
+
+  sendB({ type: 'resume', session_id: 'proto-1', last_seq: 0 })
+  const resumed = await b.next((f) => f.content === 'resumed')
+  t.same(resumed.metadata, { last_seq: failed.at(-1)!.seq, active_run: null })
+  sendB({ type: 'resume', session_id: 'proto-1', last_seq: 10_000 })
+  t.equal((await b.nextOfType('error')).metadata!.code, 'history_gone')
+  sendB({ type: 'resume', session_id: 'nobody', last_seq: 0 })
+  t.equal((await b.nextOfType('error')).metadata!.code, 'not_found')
+  sendBob({ type: 'resume', session_id: 'proto-1', last_seq: 0 })
+  t.equal((await bob.nextOfType('error')).metadata!.code, 'forbidden')
+
+  // Frames the server refuses are refused by the published schema too.
+  const invalid: unknown[] = [
+    { type: 'chat' },
+    { type: 'chat', content: '' },
+    { type: 'chat', content: 'hi', extra: true },
+    { type: 'chat', content: 'hi', session_id: 'has spaces' },
+    { type: 'resume', session_id: 'proto-1', last_seq: -1 },
+    { type: 'resume', session_id: 'proto-1', last_seq: 1.5 },
+    { type: 'dance' },
+    [],
+  ]
+  for (const frame of invalid) {
+    t.notOk(schemas.client(frame), `the schema refuses ${JSON.stringify(frame)}`)
+    a.send(frame)
+    t.equal((await a.nextOfType('error')).metadata!.code, 'invalid_message', `the server refuses ${JSON.stringify(frame)}`)
+  }
+  a.send('{not json')
+  a.socket.send(Buffer.from('{"type":"ping"}'), { binary: true })
+  t.equal((await a.nextOfType('error')).metadata!.code, 'invalid_message')
+  t.equal((await a.nextOfType('error')).metadata!.code, 'invalid_message')
+
+  const clientKinds = new Set<string>()
+  for (const frame of sent) {
+    t.ok(schemas.client(frame), `client frame ${JSON.stringify(frame)}`)
+    const matched = schemas.matches('client', frame)
+    t.equal(matched.length, 1, `exactly one client definition fits ${JSON.stringify(frame)}`)
+    clientKinds.add(matched[0]!)
+  }
+  const serverKinds = new Set<string>()
+  const received = [...a.frames, ...b.frames, ...bob.frames]
+  for (const frame of received) {
+    if (!schemas.server(frame)) t.fail(`server frame ${JSON.stringify(frame)}: ${JSON.stringify(schemas.server.errors)}`)
+    const matched = schemas.matches('server', frame)
+    if (matched.length !== 1) t.fail(`${matched.length} server definitions fit ${JSON.stringify(frame)}`)
+    serverKinds.add(matched[0]!)
+  }
+  t.ok(received.length > 30, `${received.length} server frames validated`)
+  t.same([...clientKinds].sort(), Object.values(clientFrameSchemas).map((s) => s.$id).sort(), 'every client frame kind was exercised')
+  t.same([...serverKinds].sort(), Object.values(serverFrameSchemas).map((s) => s.$id).sort(), 'every server frame kind was exercised')
+})
+
+t.test('the document is generated from the schemas the server validates with', async (t) => {
+  const { baseUrl, config } = await startApp(t, { MAX_CONTENT_CHARS: 1234 })
+  const response = await fetch(`${baseUrl}/v1/protocol`)
+  t.match(response.headers.get('content-type'), /^application\/json/)
+  const { document } = await fetchFrameSchemas(baseUrl)
+  t.match(document, { version: 1, subprotocol: 'agent.v1', endpoint: '/ws/agent' })
+  for (const [side, frames] of [['client', clientFrameSchemas], ['server', serverFrameSchemas]] as const) {
+    for (const schema of Object.values(frames)) {
+      const { $id, ...rest } = JSON.parse(JSON.stringify(schema))
+      t.same(document[side].$defs[$id], { title: $id, ...rest }, `${side} ${$id} is the TypeBox schema`)
+    }
+    t.equal(Object.keys(document[side].$defs).length, Object.keys(frames).length)
+  }
+  t.same(
+    document.error_codes,
+    Object.values(ErrorCode).map((code) => {
+      const frame = errorFrame(code, '')
+      return { code, retryable: frame.metadata.retryable, message: frame.content }
+    }),
+  )
+  const closeCodes = document.close_codes.map((entry) => entry.code)
+  t.same(closeCodes, [...closeCodes].sort((x, y) => x - y), 'close codes in order')
+  for (const code of Object.values(CloseCode)) t.ok(closeCodes.includes(code), `close code ${code} is documented`)
+  t.ok(closeCodes.includes(1006))
+  t.same(document.close_codes.find((entry) => entry.code === 4001)?.reasons, ['missing token', 'invalid token', 'token expired'])
+  t.match(document.limits, { max_content_chars: 1234, max_payload_bytes: config.MAX_PAYLOAD_BYTES, rate_limit_messages: config.RATE_LIMIT_MESSAGES })
+})
