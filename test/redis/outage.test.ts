@@ -1,0 +1,118 @@
+import t from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { ControlMessage, LoggedEvent } from '../../src/store/types.ts'
+import { startApp, signToken } from '../helpers/app.ts'
+import { closeBackend, redisBackend, startPrivateRedis } from '../helpers/redis.ts'
+import { TestClient, bearer, connect } from '../helpers/ws-client.ts'
+import { createRedisBackend } from '../../src/store/redis/index.ts'
+
+/** Polls `check` until it holds; how long that took, in ms. */
+async function within(timeoutMs: number, check: () => Promise<boolean>): Promise<number> {
+  const started = performance.now()
+  while (!(await check())) {
+    if (performance.now() - started > timeoutMs) throw new Error(`not within ${timeoutMs} ms`)
+    await sleep(25)
+  }
+  return performance.now() - started
+}
+
+const succeeds = (work: () => Promise<unknown>) => () => work().then(
+  () => true,
+  () => false,
+)
+
+t.test('commands fail fast while Redis is down; tails and pub/sub heal when it is back', async (t) => {
+  const server = await startPrivateRedis(t)
+  if (!server) return
+  const backend = await redisBackend(t, { url: server.url, prefix: 'outage:' })
+  const delivered: LoggedEvent[] = []
+  const heard: ControlMessage[] = []
+  await backend.sessions.getOrCreate('s', 'alice')
+  t.teardown((await backend.events.subscribe('s', 0, (event) => delivered.push(event))).close)
+  backend.control.onMessage((message) => heard.push(message))
+  for (const text of ['a', 'b']) await backend.events.append('old', { type: 'token', session_id: 'old', content: text, metadata: { run_id: 'r' } })
+  const old: LoggedEvent[] = []
+  t.teardown((await backend.events.subscribe('old', 0, (event) => old.push(event))).close)
+  await within(3000, async () => old.length === 2)
+
+  await server.stop()
+  // A second subscriber of a tailed stream reads its backlog first: that read fails, cleanly.
+  await t.rejects(backend.events.subscribe('old', 0, () => {}), 'a subscription that cannot read its backlog fails')
+  const attempts: Array<[string, () => Promise<unknown>]> = [
+    ['ping', () => backend.sessions.ping()],
+    ['get', () => backend.sessions.get('s')],
+    ['append', () => backend.events.append('s', { type: 'token', session_id: 's', content: 'x', metadata: { run_id: 'r' } })],
+  ]
+  for (const [what, work] of attempts) {
+    const started = performance.now()
+    await t.rejects(work(), `${what} rejects`)
+    t.ok(performance.now() - started < 1000, `${what} fails fast, it does not queue`)
+  }
+
+  // Joins while the tail waits for Redis to come back (no read in flight to interrupt).
+  await sleep(50)
+  const joinedDuringOutage: LoggedEvent[] = []
+  t.teardown((await backend.events.subscribe('new', 0, (event) => joinedDuringOutage.push(event))).close)
+
+  await server.start()
+  const healed = await within(5000, succeeds(() => backend.sessions.ping()))
+  t.ok(healed < 5000, 'reconnected by itself')
+  // The restarted server is empty (no persistence here): the stream starts again from seq 1.
+  const event = await backend.events.append('s', { type: 'token', session_id: 's', content: 'back', metadata: { run_id: 'r' } })
+  await within(3000, async () => delivered.length === 1)
+  t.same(delivered, [event], 'the tail re-issued its read on the new connection')
+  const joined = await backend.events.append('new', { type: 'token', session_id: 'new', content: 'hi', metadata: { run_id: 'r' } })
+  await within(3000, async () => joinedDuringOutage.length === 1)
+  t.same(joinedDuringOutage, [joined], 'with the streams that joined during the outage')
+  await within(3000, async () => {
+    await backend.control.publish({ kind: 'orphaned', sessionId: 's', runId: 'r' })
+    return heard.length > 0
+  })
+  t.same(heard[0], { kind: 'orphaned', sessionId: 's', runId: 'r' }, 'the control channel was subscribed again')
+})
+
+t.test('a backend started while Redis is down serves once Redis comes up', async (t) => {
+  const server = await startPrivateRedis(t)
+  if (!server) return
+  await server.stop()
+  const warnings: string[] = []
+  const log = { info() {}, debug() {}, error() {}, warn: (_obj: unknown, msg?: string) => void warnings.push(msg ?? '') }
+  const backend = await createRedisBackend({ url: server.url, ttlSeconds: 60, maxEvents: 10, connectWaitMs: 200, logger: log })
+  t.teardown(() => closeBackend(backend))
+  t.ok(warnings.includes('redis unreachable at start: serving unready until it is'), warnings.join('; '))
+  await t.rejects(backend.sessions.ping())
+  await server.start()
+  await within(5000, succeeds(() => backend.sessions.ping()))
+  t.match(await backend.sessions.getOrCreate('s', 'alice'), { owner: 'alice' })
+  t.ok(warnings.includes('redis unreachable: retrying'), 'the outage was logged')
+})
+
+t.test('the service: readiness 503 and upgrades refused fast while Redis is down, then back without a restart', async (t) => {
+  const server = await startPrivateRedis(t)
+  if (!server) return
+  const { baseUrl, wsUrl } = await startApp(t, { REDIS_URL: server.url, REDIS_KEY_PREFIX: 'svc:' })
+  const ready = async () => (await fetch(`${baseUrl}/health/ready`)).status
+  t.equal(await ready(), 200)
+
+  await server.stop()
+  const unready = await within(2000, async () => (await ready()) === 503)
+  t.ok(unready < 2000, `readiness 503 after ${Math.round(unready)} ms`)
+  const body = (await (await fetch(`${baseUrl}/health/ready`)).json()) as { checks: { store: { ok: boolean } } }
+  t.equal(body.checks.store.ok, false, 'the store check says why')
+  t.equal((await fetch(`${baseUrl}/health/live`)).status, 200, 'liveness stays 200: no restart wanted')
+
+  const started = performance.now()
+  const refused = new TestClient(wsUrl, bearer(signToken('alice')))
+  t.teardown(() => refused.socket.terminate())
+  const closed = await refused.closed
+  t.ok(closed.at - started < 1000, `a new connection fails within 1 s (${Math.round(closed.at - started)} ms)`)
+  t.same({ code: closed.code, reason: closed.reason }, { code: 1011, reason: 'store unavailable' }, 'with a close a client can read')
+  t.same(refused.frames, [], 'and nothing else first')
+
+  await server.start()
+  await within(5000, async () => (await ready()) === 200)
+  const client = await connect(t, wsUrl, bearer(signToken('alice')))
+  client.send({ type: 'chat', content: 'hello again' })
+  const complete = await client.nextOfType('complete')
+  t.equal(complete.metadata?.finish_reason, 'stop', 'chats work again')
+})
