@@ -1,0 +1,89 @@
+import type { FastifyBaseLogger } from 'fastify'
+import type { ModelChunk, ModelClient, ModelRequest } from '../models/types.ts'
+import { UpstreamError } from '../upstream-error.ts'
+
+export interface WatchdogOptions {
+  /** From the call to its first content chunk (everything inside, retries included). */
+  firstTokenTimeoutMs: number
+  /** Between content chunks after the first; time the caller spends on a chunk is not counted. */
+  idleTimeoutMs: number
+  /** From the first call made with a run's signal, across all the run's calls. */
+  runTimeoutMs: number
+}
+
+/** Content is what the model says; usage, finish and SSE keep-alive comments do not feed the dog. */
+function isContent(chunk: ModelChunk): boolean {
+  return chunk.type === 'text' || chunk.type === 'tool_call'
+}
+
+/**
+ * First-token, idle and whole-run timers around a model. The inner model gets a child signal
+ * that also aborts on a timeout, so the upstream request is closed; the caller gets
+ * UpstreamError('timeout') at once, without waiting for the inner model to notice.
+ */
+export function withWatchdog(model: ModelClient, options: WatchdogOptions, log: FastifyBaseLogger): ModelClient {
+  // Runs are told apart by their signal: one AbortController per run, passed to every call.
+  const runDeadlines = new WeakMap<AbortSignal, number>()
+  return {
+    name: model.name,
+    async *stream(request: ModelRequest): AsyncIterable<ModelChunk> {
+      const started = Date.now()
+      let runDeadline = runDeadlines.get(request.signal)
+      if (runDeadline === undefined) runDeadlines.set(request.signal, (runDeadline = started + options.runTimeoutMs))
+      const watchdog = new AbortController()
+      const { promise: expired, reject: expire } = Promise.withResolvers<never>()
+      expired.catch(() => {})
+      let fired: UpstreamError | undefined
+      let timer: NodeJS.Timeout | undefined
+      const limits = {
+        first_token: `no content within UPSTREAM_FIRST_TOKEN_TIMEOUT_MS (${options.firstTokenTimeoutMs} ms)`,
+        idle: `silent for UPSTREAM_IDLE_TIMEOUT_MS (${options.idleTimeoutMs} ms)`,
+        run: `the run exceeded UPSTREAM_TIMEOUT_MS (${options.runTimeoutMs} ms)`,
+      }
+      const arm = (deadline: number, phase: 'first_token' | 'idle') => {
+        const limit = runDeadline <= deadline ? 'run' : phase
+        timer = setTimeout(
+          () => {
+            fired = new UpstreamError('timeout', `the model timed out: ${limits[limit]}`)
+            log.warn({ limit, elapsedMs: Date.now() - started }, 'upstream watchdog fired: aborting the request')
+            watchdog.abort(fired)
+            expire(fired)
+          },
+          Math.max(0, Math.min(deadline, runDeadline) - Date.now()),
+        )
+      }
+      const iterator = model.stream({ ...request, signal: AbortSignal.any([request.signal, watchdog.signal]) })[Symbol.asyncIterator]()
+      let contentSeen = false
+      let innerDone = false
+      let failure: unknown
+      arm(started + options.firstTokenTimeoutMs, 'first_token')
+      try {
+        for (;;) {
+          const next = await Promise.race([iterator.next(), expired])
+          clearTimeout(timer)
+          if (next.done) {
+            innerDone = true
+            return
+          }
+          contentSeen ||= isContent(next.value)
+          yield next.value
+          if (contentSeen) arm(Date.now() + options.idleTimeoutMs, 'idle')
+          else arm(started + options.firstTokenTimeoutMs, 'first_token')
+        }
+      } catch (err) {
+        innerDone = err !== fired
+        // A timeout is the story, whatever the inner model threw while being aborted (a run
+        // cancelled at the same moment is still told apart by its own signal, upstream of here).
+        failure = fired ?? err
+      } finally {
+        clearTimeout(timer)
+        if (!innerDone) {
+          // The dog fired or the caller stopped early: close the inner stream, never wait on it.
+          watchdog.abort(fired ?? request.signal.reason)
+          iterator.return?.().catch(() => {})
+        }
+      }
+      throw failure
+    },
+  }
+}

@@ -1,0 +1,140 @@
+import t from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { withWatchdog, type WatchdogOptions } from '../../src/agent/resilience/watchdog.ts'
+import { UpstreamError } from '../../src/agent/upstream-error.ts'
+import type { ModelChunk } from '../../src/agent/models/types.ts'
+import { answers, capturingLogger, collect, fails, fakeModel, hangs, stalls, stop, text, trickles } from './fake-model.ts'
+
+const limits: WatchdogOptions = { firstTokenTimeoutMs: 150, idleTimeoutMs: 100, runTimeoutMs: 10_000 }
+const usage: ModelChunk = { type: 'usage', usage: { prompt_tokens: 1, completion_tokens: 1 } }
+const SLACK_MS = 800
+
+t.test('a healthy stream passes through untouched', async (t) => {
+  const model = fakeModel([answers(text('a'), usage, stop)])
+  t.same(await collect(withWatchdog(model, limits, capturingLogger().log)), [text('a'), usage, stop])
+  t.equal(model.calls[0]?.signal.aborted, false, 'the inner request was not aborted')
+})
+
+t.test('no first token in time: upstream_timeout, and the inner request is aborted', async (t) => {
+  const { log, lines } = capturingLogger()
+  const model = fakeModel([stalls()])
+  const started = performance.now()
+  const error = await collect(withWatchdog(model, limits, log)).catch((err: unknown) => err)
+  const elapsed = performance.now() - started
+  t.type(error, UpstreamError)
+  t.match(error, { failure: 'timeout', code: 'upstream_timeout', retryable: true, message: /UPSTREAM_FIRST_TOKEN_TIMEOUT_MS/ })
+  t.ok(elapsed >= limits.firstTokenTimeoutMs - 5 && elapsed < limits.firstTokenTimeoutMs + SLACK_MS, `fired after ${Math.round(elapsed)} ms`)
+  t.equal(model.calls[0]?.signal.aborted, true, 'inner signal aborted')
+  t.equal(model.calls[0]?.signal.reason, error, 'with the timeout as its reason')
+  t.match(lines.find((line) => line.msg.includes('watchdog fired')), { level: 40, limit: 'first_token' }, 'logged at warn, naming the limit')
+})
+
+t.test('usage and finish chunks are not content: they do not feed the first-token dog', async (t) => {
+  const model = fakeModel([trickles(40, usage, usage, usage, usage, usage, usage, usage, text('late'))])
+  await t.rejects(collect(withWatchdog(model, limits, capturingLogger().log)), { name: 'UpstreamError', failure: 'timeout', message: /FIRST_TOKEN/ })
+})
+
+t.test('silence after content: the idle dog fires', async (t) => {
+  const model = fakeModel([stalls(text('Hel'))])
+  const seen: ModelChunk[] = []
+  const started = performance.now()
+  const { log, lines } = capturingLogger()
+  const stream = withWatchdog(model, limits, log).stream({ messages: [], tools: [], signal: new AbortController().signal })
+  const error = await (async () => {
+    for await (const chunk of stream) seen.push(chunk)
+  })().catch((err: unknown) => err)
+  t.match(error, { failure: 'timeout', message: /UPSTREAM_IDLE_TIMEOUT_MS/ })
+  t.same(seen, [text('Hel')])
+  t.match(lines.find((line) => line.msg.includes('watchdog fired')), { limit: 'idle' })
+  t.ok(performance.now() - started < limits.idleTimeoutMs + SLACK_MS)
+  t.equal(model.calls[0]?.signal.aborted, true)
+})
+
+t.test('content keeps the idle dog fed', async (t) => {
+  const chunks = Array.from({ length: 8 }, (_, i) => text(`w${i}`))
+  const model = fakeModel([trickles(40, ...chunks, stop)])
+  t.same(await collect(withWatchdog(model, limits, capturingLogger().log)), [...chunks, stop], 'a stream slower in total than the idle limit, but never silent for it')
+})
+
+t.test('time the caller spends on a chunk (a slow client) is not upstream silence', async (t) => {
+  const model = fakeModel([answers(text('a'), text('b'), stop)])
+  const stream = withWatchdog(model, limits, capturingLogger().log).stream({ messages: [], tools: [], signal: new AbortController().signal })
+  const seen: ModelChunk[] = []
+  for await (const chunk of stream) {
+    seen.push(chunk)
+    await sleep(limits.idleTimeoutMs * 2)
+  }
+  t.same(seen, [text('a'), text('b'), stop])
+})
+
+t.test('an inner model deaf to its signal still times out on time', async (t) => {
+  const model = fakeModel([hangs(text('a'))])
+  const started = performance.now()
+  await t.rejects(collect(withWatchdog(model, limits, capturingLogger().log)), { name: 'UpstreamError', failure: 'timeout' })
+  t.ok(performance.now() - started < 1000, 'did not wait for the deaf model')
+})
+
+t.test('the run limit spans every call made with the run signal', async (t) => {
+  const model = fakeModel([answers(text('round one'), stop), stalls()])
+  const { log, lines } = capturingLogger()
+  const watched = withWatchdog(model, { ...limits, firstTokenTimeoutMs: 5000, runTimeoutMs: 200 }, log)
+  const run = new AbortController()
+  t.same(await collect(watched, run.signal), [text('round one'), stop])
+  await sleep(100)
+  const started = performance.now()
+  await t.rejects(collect(watched, run.signal), { name: 'UpstreamError', failure: 'timeout', message: /UPSTREAM_TIMEOUT_MS/ })
+  t.ok(performance.now() - started < 100 + SLACK_MS, 'fired at the run deadline, not at the first-token one')
+  t.match(lines.find((line) => line.msg.includes('watchdog fired')), { limit: 'run' })
+  const other = fakeModel([answers(text('fresh'), stop)])
+  t.same(await collect(withWatchdog(other, { ...limits, runTimeoutMs: 200 }, capturingLogger().log)), [text('fresh'), stop], 'another run has its own clock')
+})
+
+t.test('a cancel is a cancel, not a timeout', async (t) => {
+  const run = new AbortController()
+  const model = fakeModel([stalls(text('a'))])
+  setTimeout(() => run.abort(new Error('cancelled')), 20)
+  await t.rejects(collect(withWatchdog(model, limits, capturingLogger().log), run.signal), { message: 'cancelled' })
+})
+
+t.test('an inner failure passes through', async (t) => {
+  const model = fakeModel([fails(new UpstreamError('server', '500'), text('a'))])
+  await t.rejects(collect(withWatchdog(model, limits, capturingLogger().log)), { name: 'UpstreamError', failure: 'server' })
+})
+
+t.test('a caller that stops early closes the inner stream', async (t) => {
+  let closed = false
+  const model = fakeModel([
+    async function* () {
+      try {
+        yield text('a')
+        yield text('b')
+      } finally {
+        closed = true
+      }
+    },
+  ])
+  for await (const chunk of withWatchdog(model, limits, capturingLogger().log).stream({ messages: [], tools: [], signal: new AbortController().signal })) {
+    t.same(chunk, text('a'))
+    break
+  }
+  t.equal(model.calls[0]?.signal.aborted, true, 'inner request aborted')
+  await sleep(0)
+  t.ok(closed, 'inner generator finished')
+})
+
+t.test('an inner stream without return() (a bare AsyncIterator) is left alone after a timeout', async (t) => {
+  let nexts = 0
+  const bare = {
+    name: 'bare',
+    stream: () => ({
+      [Symbol.asyncIterator]: () => ({
+        next: () => {
+          nexts++
+          return new Promise<IteratorResult<ModelChunk>>(() => {})
+        },
+      }),
+    }),
+  }
+  await t.rejects(collect(withWatchdog(bare, limits, capturingLogger().log)), { name: 'UpstreamError', failure: 'timeout' })
+  t.equal(nexts, 1)
+})
