@@ -1,0 +1,132 @@
+import fp from 'fastify-plugin'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { Config } from '../config.ts'
+import type { Backend } from '../store/types.ts'
+import { CloseCode, CloseReason } from '../protocol/index.ts'
+import { createFrameRateLimiter } from '../guards/rate-limit.ts'
+import { createMemoryConnectionCounter, type ConnectionCounter } from '../guards/connection-limit.ts'
+import { createFlowControl, type FlowControl } from '../guards/flow-control.ts'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    guards: Guards
+  }
+  interface FastifyRequest {
+    /** What the connection cap decided for this upgrade (set by `guards.reserveConnection`). */
+    connectionSlot: ConnectionSlot | null
+  }
+}
+
+export type ConnectionSlot = 'held' | 'refused' | 'unavailable'
+
+export interface Guards {
+  /**
+   * The per-user frame budget, run before each valid frame is served. Every client frame
+   * counts, `ping` and `auth` included (each is parsed and answered); protocol-level
+   * heartbeat pings do not, and invalid frames have their own limit (close 1008).
+   */
+  admit(connection: { userId: string }): Promise<void>
+  /** preValidation hook of the upgrade, after authentication: takes the user's connection slot. */
+  reserveConnection(request: FastifyRequest): Promise<void>
+  /** Why an authenticated upgrade must be closed at once, if it must. */
+  refusal(request: FastifyRequest): { code: CloseCode; reason: string } | undefined
+  flowControl: FlowControl
+  invalidFrames: { limit: number; windowMs: number }
+}
+
+/** Limits that are not configuration: sensible for every deployment, tunable by tests. */
+export interface GuardTuning {
+  /** Invalid frames a connection may send per window; one more closes it 1008. */
+  invalidFrameLimit: number
+  invalidFrameWindowMs: number
+  /**
+   * Unsent bytes a socket may hold before the runs it watches stop pulling from the model.
+   * 256 KiB: well above a burst of token frames (~150 B each) or a large tool result, bounded
+   * per slow client, and above the TCP socket's own 64 KiB mark so its 'drain' always comes.
+   */
+  highWaterMark: number
+}
+
+export const defaultGuardTuning: GuardTuning = {
+  invalidFrameLimit: 20,
+  invalidFrameWindowMs: 10_000,
+  highWaterMark: 256 * 1024,
+}
+
+export interface GuardsPluginOptions {
+  config: Config
+  backend: Backend
+  instanceId: string
+  tuning?: Partial<GuardTuning>
+}
+
+async function guardsPlugin(app: FastifyInstance, options: GuardsPluginOptions) {
+  const { config, backend, instanceId } = options
+  const tuning = { ...defaultGuardTuning, ...options.tuning }
+  const { redis } = backend
+  const keyPrefix = backend.keyPrefix ?? config.REDIS_KEY_PREFIX
+  const rateLimiter = createFrameRateLimiter({
+    points: config.RATE_LIMIT_MESSAGES,
+    windowMs: config.RATE_LIMIT_WINDOW_MS,
+    ...(redis ? { redis: { client: redis, keyPrefix: `${keyPrefix}ratelimit` } } : {}),
+  })
+  // Like the Redis backend, the Redis counter is loaded only when Redis is in use.
+  const counter: ConnectionCounter = redis
+    ? (await import('../guards/redis-connection-counter.ts')).createRedisConnectionCounter({
+        redis,
+        limit: config.MAX_CONNECTIONS_PER_USER,
+        instanceId,
+        log: app.log,
+        keyPrefix: `${keyPrefix}connections:`,
+      })
+    : createMemoryConnectionCounter(config.MAX_CONNECTIONS_PER_USER)
+
+  function release(request: FastifyRequest, userId: string): void {
+    counter.release(userId).catch((err: unknown) => request.log.warn({ err, userId }, 'could not release connection slot'))
+  }
+
+  async function reserveConnection(request: FastifyRequest): Promise<void> {
+    const auth = request.upgradeAuth
+    if (!auth?.ok) return
+    const userId = auth.claims.sub
+    try {
+      request.connectionSlot = (await counter.acquire(userId)) ? 'held' : 'refused'
+    } catch (err) {
+      request.log.error({ err, userId }, 'connection count unavailable')
+      request.connectionSlot = 'unavailable'
+      return
+    }
+    if (request.connectionSlot !== 'held') return
+    // The same TCP socket carries the WebSocket after the handshake: its close frees the slot
+    // whether the connection lived or the handshake never completed.
+    const socket = request.raw.socket
+    if (socket.destroyed) release(request, userId)
+    else socket.once('close', () => release(request, userId))
+  }
+
+  function refusal(request: FastifyRequest): { code: CloseCode; reason: string } | undefined {
+    switch (request.connectionSlot) {
+      case 'held':
+        return undefined
+      case 'refused':
+        return { code: CloseCode.tooManyConnections, reason: CloseReason.tooManyConnections }
+      default:
+        return { code: CloseCode.internalError, reason: CloseReason.storeUnavailable }
+    }
+  }
+
+  const guards: Guards = {
+    admit: (connection) => rateLimiter.consume(connection.userId),
+    reserveConnection,
+    refusal,
+    flowControl: createFlowControl({ highWaterMark: tuning.highWaterMark, slowClientTimeoutMs: config.SLOW_CLIENT_TIMEOUT_MS, log: app.log }),
+    invalidFrames: { limit: tuning.invalidFrameLimit, windowMs: tuning.invalidFrameWindowMs },
+  }
+  app.decorate('guards', guards)
+  app.decorateRequest('connectionSlot', null)
+  app.addHook('onClose', async () => {
+    await counter.close().catch((err: unknown) => app.log.warn({ err }, 'could not clear connection counts'))
+  })
+}
+
+export default fp(guardsPlugin, { name: 'guards', fastify: '5.x', dependencies: ['auth'] })
