@@ -1,12 +1,17 @@
 import { hostname } from 'node:os'
 import { randomUUID } from 'node:crypto'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Config } from './config.ts'
 import { loggerOptions } from './logger.ts'
 import authPlugin from './plugins/auth.ts'
 import sessionsPlugin from './plugins/sessions.ts'
 import lifecyclePlugin from './plugins/lifecycle.ts'
+import guardsPlugin, { type GuardTuning } from './plugins/guards.ts'
+import metricsPlugin from './plugins/metrics.ts'
 import healthRoutes from './routes/health.ts'
+import demoRoutes from './routes/demo.ts'
+import sessionRoutes from './routes/sessions.ts'
+import protocolRoutes from './routes/protocol.ts'
 import agentRoute from './ws/route.ts'
 import { createMemoryBackend } from './store/memory.ts'
 import type { Backend } from './store/types.ts'
@@ -22,34 +27,46 @@ export interface AppOverrides {
   /** Tools beyond the configured built-ins. */
   tools?: Tool[]
   instanceId?: string
+  /** Guard limits that are not configuration (invalid-frame budget, high-water mark). */
+  guards?: Partial<GuardTuning>
+  /** Where the logs go instead of stdout (tests read them). */
+  logStream?: { write(line: string): void }
 }
 
-async function createBackend(config: Config): Promise<Backend> {
+async function createBackend(config: Config, logger: FastifyBaseLogger): Promise<Backend> {
   if (!config.REDIS_URL) return createMemoryBackend({ ttlSeconds: config.SESSION_TTL_SECONDS, maxEvents: config.RESUME_BUFFER_EVENTS })
   const { createRedisBackend } = await import('./store/redis/index.ts')
   return createRedisBackend({
     url: config.REDIS_URL,
+    keyPrefix: config.REDIS_KEY_PREFIX,
     ttlSeconds: config.SESSION_TTL_SECONDS,
     maxEvents: config.RESUME_BUFFER_EVENTS,
+    logger,
   })
 }
 
 /** Builds the whole service; the server and every test use this same function. */
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    logger: loggerOptions(config.LOG_LEVEL),
+    logger: loggerOptions(config.LOG_LEVEL, overrides.logStream),
     trustProxy: config.TRUST_PROXY,
     genReqId: () => randomUUID(),
   })
   const instanceId = overrides.instanceId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`
-  const model = overrides.model ?? createModel(config, app.log)
+  // First: the model, the registry and the socket route report to it.
+  await app.register(metricsPlugin, { token: config.METRICS_TOKEN })
+  const model = overrides.model ?? createModel(config, app.log, app.metrics.upstreamObserver)
   const tools = createToolRegistry([...selectBuiltinTools(config.TOOLS), ...(overrides.tools ?? [])])
-  const backend = overrides.backend ?? (await createBackend(config))
+  const backend = overrides.backend ?? (await createBackend(config, app.log))
 
   await app.register(authPlugin, { config })
-  await app.register(sessionsPlugin, { config, backend, model, tools, instanceId })
+  await app.register(guardsPlugin, { config, backend, instanceId, ...(overrides.guards ? { tuning: overrides.guards } : {}) })
+  await app.register(sessionsPlugin, { config, backend, model, tools, instanceId, observer: app.metrics.runObserver, flowControl: app.guards.flowControl })
   await app.register(lifecyclePlugin, { shutdownGraceMs: config.SHUTDOWN_GRACE_MS })
   await app.register(healthRoutes)
-  await app.register(agentRoute, { config })
+  if (config.demoUi) await app.register(demoRoutes, { config })
+  await app.register(sessionRoutes)
+  await app.register(protocolRoutes, { config })
+  await app.register(agentRoute, { config, admit: app.guards.admit })
   return app
 }

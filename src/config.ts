@@ -2,8 +2,10 @@ import { loadOrCreateDevSecret, DEV_SECRET_FILE } from './dev-secret.ts'
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 
+/** Larger values overflow Node's timers, which then fire after 1 ms. */
+const MAX_INT = 2 ** 31 - 1
 const Int = (defaultValue: number, minimum: number, description: string) =>
-  Type.Integer({ default: defaultValue, minimum, description })
+  Type.Integer({ default: defaultValue, minimum, maximum: MAX_INT, description })
 const Text = (description: string) => Type.Optional(Type.String({ description }))
 const Flag = (defaultValue: boolean, description: string) => Type.Boolean({ default: defaultValue, description })
 const List = (description: string) => Type.Array(Type.String({ minLength: 1 }), { default: [], description })
@@ -42,6 +44,11 @@ export const ConfigSchema = Type.Object({
     description: 'built-in tools enabled for the agent (comma-separated; empty for none)',
   }),
   REDIS_URL: Text('Redis for sessions, event logs and cancel signals [empty: in-memory]'),
+  REDIS_KEY_PREFIX: Type.String({
+    default: 'agw:',
+    pattern: '^[A-Za-z0-9:._-]*$',
+    description: 'prefix of every Redis key and channel, so deployments can share one Redis',
+  }),
   HEARTBEAT_INTERVAL_MS: Int(30_000, 10, 'protocol ping period'),
   RESUME_GRACE_MS: Int(15_000, 0, 'how long a run outlives its last subscriber'),
   RESUME_BUFFER_EVENTS: Int(2000, 1, 'events held per session for resume'),
@@ -52,8 +59,21 @@ export const ConfigSchema = Type.Object({
   MAX_CONNECTIONS_PER_USER: Int(20, 1, 'beyond it: close 4029'),
   RATE_LIMIT_MESSAGES: Int(60, 1, 'frames per user per window'),
   RATE_LIMIT_WINDOW_MS: Int(60_000, 1, 'rate-limit window'),
-  UPSTREAM_TIMEOUT_MS: Int(120_000, 1, 'whole-run upstream limit'),
+  // Three watchdogs, each ending the run with upstream_timeout (src/agent/resilience/watchdog.ts):
+  // - UPSTREAM_FIRST_TOKEN_TIMEOUT_MS bounds each model call from its request to its first
+  //   content chunk, retries and their backoff included (a stalled request is not retried:
+  //   the budget is spent);
+  // - UPSTREAM_IDLE_TIMEOUT_MS bounds the silence between content chunks after that
+  //   (keep-alive comments do not count as content);
+  // - UPSTREAM_TIMEOUT_MS bounds the whole run: measured from its first model request (time
+  //   spent in tools counts too) and enforced while any of its model calls is waiting on the
+  //   upstream, so no run keeps streaming past it. It is the outer bound of the other two.
+  UPSTREAM_TIMEOUT_MS: Int(120_000, 1, "whole-run upstream limit, from the run's first model request"),
+  UPSTREAM_FIRST_TOKEN_TIMEOUT_MS: Int(60_000, 1, 'limit from a model request to its first content chunk, retries included'),
   UPSTREAM_IDLE_TIMEOUT_MS: Int(30_000, 1, 'limit between upstream content chunks'),
+  UPSTREAM_MAX_RETRIES: Int(2, 0, 'retries of a model request that failed before its first chunk (429, 5xx, connection)'),
+  CIRCUIT_BREAKER_THRESHOLD: Int(5, 0, 'consecutive upstream failures that open the circuit (0: never)'),
+  CIRCUIT_BREAKER_COOLDOWN_MS: Int(30_000, 1, 'how long an open circuit fails runs fast before one probe'),
   MAX_TOOL_ROUNDS: Int(5, 0, 'tool rounds per run'),
   HISTORY_MAX_MESSAGES: Int(50, 2, 'messages kept per session (system prompt excluded)'),
   SLOW_CLIENT_TIMEOUT_MS: Int(30_000, 1, 'how long a socket may stay above its high-water mark'),
@@ -77,6 +97,9 @@ export class ConfigError extends Error {
   override name = 'ConfigError'
 }
 
+/** Signing algorithms a token may use; `none` is never one of them. */
+const JWS_ALGORITHMS = new Set(['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'])
+
 const listKeys = new Set(['JWT_ALGORITHMS', 'ALLOWED_ORIGINS', 'TOOLS'])
 const booleanWords: Record<string, boolean> = { true: true, '1': true, yes: true, false: false, '0': false, no: false }
 
@@ -87,8 +110,7 @@ function schemaOf(key: string): TSchema {
 /** Env strings → typed values; anything that does not convert is left for the validator to name. */
 function coerce(key: string, raw: string): unknown {
   if (listKeys.has(key)) return raw.split(',').map((item) => item.trim()).filter(Boolean)
-  const schema = schemaOf(key)
-  const type = schema.type ?? (schema.anyOf ? 'union' : undefined)
+  const { type } = schemaOf(key)
   if (type === 'integer') return /^-?\d+$/.test(raw.trim()) ? Number(raw) : raw
   if (type === 'boolean') return booleanWords[raw.trim().toLowerCase()] ?? raw
   return raw
@@ -107,8 +129,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, devSecret = loa
   const withDefaults = Value.Default(ConfigSchema, input)
   const firstError = Value.Errors(ConfigSchema, withDefaults).First()
   if (firstError) {
-    const variable = firstError.path.split('/')[1] ?? 'configuration'
-    throw new ConfigError(`Invalid ${variable}: ${firstError.message} (got ${JSON.stringify(env[variable] ?? '')})`)
+    // Only variables can fail (the object is ours), and only ones the environment set (defaults are valid).
+    const variable = firstError.path.split('/')[1] as string
+    throw new ConfigError(`Invalid ${variable}: ${firstError.message} (got ${JSON.stringify(env[variable])})`)
   }
   return resolve(withDefaults as Env, devSecret)
 }
@@ -127,6 +150,8 @@ function resolve(env: Env, devSecret: () => { secret: string }): Config {
     throw new ConfigError('JWT_SECRET or JWT_PUBLIC_KEY is required when NODE_ENV=production')
   }
   const jwtAlgorithms = env.JWT_ALGORITHMS.length > 0 ? env.JWT_ALGORITHMS : env.JWT_PUBLIC_KEY ? ['RS256', 'ES256'] : ['HS256']
+  const unknown = jwtAlgorithms.filter((alg) => !JWS_ALGORITHMS.has(alg))
+  if (unknown.length > 0) throw new ConfigError(`Invalid JWT_ALGORITHMS: unknown or unsafe ${unknown.join(',')}`)
   const symmetric = jwtAlgorithms.filter((alg) => alg.startsWith('HS'))
   if (env.JWT_PUBLIC_KEY && symmetric.length > 0) {
     throw new ConfigError(`Invalid JWT_ALGORITHMS: ${symmetric.join(',')} cannot be used with JWT_PUBLIC_KEY`)

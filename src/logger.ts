@@ -12,9 +12,17 @@ export function redactUrl(url: string): string {
   return rest ? `${url.slice(0, query)}?${rest}` : url.slice(0, query)
 }
 
-export function loggerOptions(level: string): NonNullable<FastifyServerOptions['logger']> {
+const SECRET_PARAM = /([?&][^=&\s]*(?:token|secret|key|password)[^=&\s]*=)[^&\s#"]+/gi
+
+/** The same redaction inside free text: Fastify's 404 line carries the raw URL in its message. */
+export function redactUrlsIn(text: string): string {
+  return text.includes('?') ? text.replace(SECRET_PARAM, '$1[redacted]') : text
+}
+
+export function loggerOptions(level: string, stream?: { write(line: string): void }): NonNullable<FastifyServerOptions['logger']> {
   return {
     level,
+    ...(stream ? { stream } : {}),
     redact: {
       paths: [
         'req.headers.authorization',
@@ -28,13 +36,20 @@ export function loggerOptions(level: string): NonNullable<FastifyServerOptions['
       ],
       censor: '[redacted]',
     },
+    hooks: {
+      logMethod(args, method) {
+        for (const [index, arg] of args.entries()) if (typeof arg === 'string') args[index] = redactUrlsIn(arg)
+        return method.apply(this, args)
+      },
+    },
     serializers: {
       req(request: FastifyRequest) {
         return {
           method: request.method,
           url: redactUrl(request.url),
           remoteAddress: request.ip,
-          ...(request.ws ? { upgrade: true } : {}),
+          // Not `request.ws`: Fastify logs the request before the WebSocket plugin's hook sets it.
+          ...(request.headers.upgrade?.toLowerCase() === 'websocket' ? { upgrade: true } : {}),
         }
       },
     },

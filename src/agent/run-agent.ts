@@ -53,7 +53,7 @@ export function producedMessages(progress: AgentProgress): HistoryMessage[] {
   // A run stopped mid-tool-round must still leave history the upstream accepts: every
   // tool call answered.
   const answered = new Set(messages.map((message) => message.tool_call_id))
-  for (const call of messages.at(-1)?.tool_calls ?? []) {
+  for (const call of messages.findLast((message) => message.role === 'assistant')?.tool_calls ?? []) {
     if (!answered.has(call.id)) messages.push({ role: 'tool', tool_call_id: call.id, content: 'Error: the run stopped before this tool finished' })
   }
   if (progress.pendingText) messages.push({ role: 'assistant', content: progress.pendingText })

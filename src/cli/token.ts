@@ -22,7 +22,8 @@ function main(): void {
   if (!config.jwtSecret) throw new Error('npm run token signs with JWT_SECRET; with JWT_PUBLIC_KEY, mint tokens with your identity provider')
   const sign = createSigner({
     key: config.jwtSecret,
-    algorithm: (config.jwtAlgorithms[0] ?? 'HS256') as 'HS256',
+    // loadConfig always resolves at least one algorithm (HS256 by default).
+    algorithm: config.jwtAlgorithms[0] as 'HS256',
     expiresIn: parseTtl(values.ttl),
     ...(config.JWT_ISSUER ? { iss: config.JWT_ISSUER } : {}),
     ...(config.JWT_AUDIENCE ? { aud: config.JWT_AUDIENCE } : {}),

@@ -34,11 +34,13 @@ declare module 'fastify' {
   }
 }
 
-const BEARER = /^Bearer\s+(\S+)\s*$/i
+const BEARER = /^Bearer(?:\s+(.*))?$/i
 
+/** A Bearer header is the token source even when what follows is empty or malformed (then refused). */
 function bearerHeader(request: FastifyRequest): string | undefined {
   const header = request.headers.authorization
-  return header ? BEARER.exec(header)?.[1] : undefined
+  const match = header ? BEARER.exec(header) : null
+  return match ? (match[1] ?? '').trim() : undefined
 }
 
 function bearerProtocol(request: FastifyRequest): string | undefined {
@@ -50,7 +52,7 @@ function bearerProtocol(request: FastifyRequest): string | undefined {
 
 function queryToken(request: FastifyRequest): string | undefined {
   const token = (request.query as Record<string, unknown> | undefined)?.token
-  return typeof token === 'string' ? token : undefined
+  return typeof token === 'string' && token !== '' ? token : undefined
 }
 
 /** The contract's order: Authorization header, then the bearer subprotocol, then `?token=`. */
@@ -70,7 +72,8 @@ async function authPlugin(app: FastifyInstance, options: { config: Config }) {
     secret: config.JWT_PUBLIC_KEY ? { public: config.JWT_PUBLIC_KEY } : (config.jwtSecret as string),
     verify: {
       algorithms: config.jwtAlgorithms as Algorithm[],
-      requiredClaims: ['sub', 'exp'],
+      // fast-jwt checks iss/aud only when the token carries them: a configured one must be required.
+      requiredClaims: ['sub', 'exp', ...(config.JWT_ISSUER ? ['iss'] : []), ...(config.JWT_AUDIENCE ? ['aud'] : [])],
       ...(config.JWT_ISSUER ? { allowedIss: config.JWT_ISSUER } : {}),
       ...(config.JWT_AUDIENCE ? { allowedAud: config.JWT_AUDIENCE } : {}),
     },
@@ -98,13 +101,13 @@ async function authPlugin(app: FastifyInstance, options: { config: Config }) {
       return
     }
     const token = findToken(request)
-    const verified = token ? verifyToken(token) : ({ ok: false, reason: CloseReason.missingToken } as const)
+    const verified = token === undefined ? ({ ok: false, reason: CloseReason.missingToken } as const) : verifyToken(token)
     request.upgradeAuth = verified.ok ? verified : { ok: false, code: CloseCode.unauthorized, reason: verified.reason }
   })
 
   app.decorate('requireBearer', async function requireBearer(request: FastifyRequest, reply: FastifyReply) {
     const token = bearerHeader(request)
-    const verified = token ? verifyToken(token) : ({ ok: false, reason: CloseReason.missingToken } as const)
+    const verified = token === undefined ? ({ ok: false, reason: CloseReason.missingToken } as const) : verifyToken(token)
     if (!verified.ok) {
       await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized', message: verified.reason })
       return

@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Backend } from '../store/types.ts'
 import type { ModelClient } from '../agent/models/types.ts'
 import type { ToolRegistry } from '../agent/tools/registry.ts'
-import { SessionRegistry, type RegistryOptions } from '../sessions/registry.ts'
+import { SessionRegistry, type RegistryOptions, type RunObserver } from '../sessions/registry.ts'
 import type { Config } from '../config.ts'
 
 declare module 'fastify' {
@@ -22,6 +22,7 @@ export interface SessionsPluginOptions {
   tools: ToolRegistry
   instanceId: string
   flowControl?: RegistryOptions['flowControl']
+  observer?: RunObserver
 }
 
 /** How long a run's lease lives; renewed every third of it while the run is alive. */
@@ -36,6 +37,7 @@ async function sessionsPlugin(app: FastifyInstance, options: SessionsPluginOptio
     logger: app.log,
     instanceId: options.instanceId,
     ...(options.flowControl ? { flowControl: options.flowControl } : {}),
+    observer: options.observer,
     config: {
       systemPrompt: config.SYSTEM_PROMPT,
       historyMaxMessages: config.HISTORY_MAX_MESSAGES,

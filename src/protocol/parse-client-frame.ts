@@ -1,4 +1,5 @@
 import { TypeCompiler } from '@sinclair/typebox/compiler'
+import type { ValueError } from '@sinclair/typebox/value'
 import { clientFrameSchemas, type ClientFrame, type ClientFrameType } from './client-frames.ts'
 
 const validators = Object.fromEntries(
@@ -42,7 +43,7 @@ export function parseClientFrame(data: Buffer | ArrayBuffer | Buffer[], isBinary
   }
   const validator = validators[record.type]
   if (validator.Check(value)) return { ok: true, frame: value as ClientFrame }
-  const first = validator.Errors(value).First()
-  const where = first?.path ? first.path.slice(1) || 'frame' : 'frame'
-  return { ok: false, reason: `invalid ${record.type} frame: ${where}: ${first?.message ?? 'does not match the schema'}`, sessionId }
+  // Check failed, so there is a first error; the value is an object, so its path names a field.
+  const first = validator.Errors(value).First() as ValueError
+  return { ok: false, reason: `invalid ${record.type} frame: ${first.path.slice(1)}: ${first.message}`, sessionId }
 }

@@ -15,6 +15,7 @@ import {
 } from '../protocol/index.ts'
 import type { Backend, ControlMessage, HistoryMessage, LogSubscription, SessionRecord } from '../store/types.ts'
 import { RunAborted, type AbortCause, type Subscriber } from './subscriber.ts'
+import { LeaseSweeper } from './lease-sweeper.ts'
 
 export interface RegistryConfig {
   systemPrompt: string
@@ -34,8 +35,30 @@ export interface RegistryOptions {
   config: RegistryConfig
   logger: FastifyBaseLogger
   instanceId: string
-  /** Called between events while any local subscriber is slow: end-to-end backpressure. */
-  flowControl?: (sessionId: string, subscribers: ReadonlySet<Subscriber>) => Promise<void>
+  /**
+   * Awaited after each run event is logged (end-to-end backpressure): resolves once the run may
+   * pull more from the model; `signal` is the run's, so a cancel never waits on a slow socket.
+   */
+  flowControl?: (sessionId: string, subscribers: ReadonlySet<Subscriber>, signal?: AbortSignal) => Promise<void>
+  /** Told the moments of runs and resumes (metrics: src/plugins/metrics.ts). */
+  observer?: RunObserver
+}
+
+/** The moments of one run; whoever measures them keeps the clock. */
+export interface RunTracker {
+  /** An agent event is about to be logged. */
+  event(type: AgentEvent['type']): void
+  /** A cancel or a delete asked the run to stop; its latency ends with `ended`. */
+  cancelRequested(): void
+  /** The run's `complete` is logged. */
+  ended(finishReason: FinishReason): void
+}
+
+export interface RunObserver {
+  started(): RunTracker
+  resumed(result: 'ok' | ErrorCode): void
+  /** A run of a lost instance was ended here as interrupted. */
+  interrupted(): void
 }
 
 interface LocalRun {
@@ -47,6 +70,9 @@ interface LocalRun {
   /** Settles when the run's final events are logged. */
   done: Promise<void>
   graceTimer?: NodeJS.Timeout
+  tracker?: RunTracker
+  /** Another instance ended this run (its lease had expired): it logs nothing more. */
+  leaseLost?: boolean
 }
 
 export interface ChatRequest {
@@ -67,9 +93,11 @@ export class SessionRegistry {
   readonly #log: FastifyBaseLogger
   readonly #instanceId: string
   readonly #flowControl: RegistryOptions['flowControl']
+  readonly #observer: RunObserver | undefined
   readonly #runs = new Map<string, LocalRun>()
   readonly #subscriptions = new Map<Subscriber, Map<string, LogSubscription>>()
   readonly #watchers = new Map<string, Set<Subscriber>>()
+  readonly #leases: LeaseSweeper | undefined
 
   constructor(options: RegistryOptions) {
     this.#backend = options.backend
@@ -79,7 +107,27 @@ export class SessionRegistry {
     this.#log = options.logger
     this.#instanceId = options.instanceId
     this.#flowControl = options.flowControl
+    this.#observer = options.observer
     this.#backend.control.onMessage((message) => this.#onControl(message))
+    // Only a shared store can hold runs of other (possibly dead) instances.
+    if (this.#backend.finishRun) {
+      const finishRun = this.#backend.finishRun.bind(this.#backend)
+      this.#leases = new LeaseSweeper({
+        backend: this.#backend,
+        // The sweeper ends runs only as interrupted: each one it logs is counted.
+        finishRun: async (sessionId, finish) => {
+          const logged = await finishRun(sessionId, finish)
+          if (logged) this.#observer?.interrupted()
+          return logged
+        },
+        intervalMs: Math.min(1000, this.#config.leaseMs / 4),
+        historyMaxMessages: this.#config.historyMaxMessages,
+        watched: () => this.#watchers.keys(),
+        runsHere: (sessionId, runId) => this.#runs.get(sessionId)?.runId === runId,
+        log: this.#log,
+      })
+      this.#leases.start()
+    }
   }
 
   get activeRunCount(): number {
@@ -99,14 +147,21 @@ export class SessionRegistry {
     const session = await this.#backend.sessions.getOrCreate(sessionId, subscriber.userId)
     if (session.owner !== subscriber.userId) throw new ProtocolError(ErrorCode.forbidden, 'forbidden', { sessionId })
     const runId = randomUUID()
-    const startAfterSeq = await this.#backend.events.lastSeq(sessionId)
-    const begun = await this.#backend.sessions.beginRun(sessionId, {
-      runId,
-      instanceId: this.#instanceId,
-      startAfterSeq,
-      leaseMs: this.#config.leaseMs,
-      ...(request.requestId === undefined ? {} : { requestId: request.requestId }),
-    })
+    let startAfterSeq = await this.#backend.events.lastSeq(sessionId)
+    const begin = () =>
+      this.#backend.sessions.beginRun(sessionId, {
+        runId,
+        instanceId: this.#instanceId,
+        startAfterSeq,
+        leaseMs: this.#config.leaseMs,
+        ...(request.requestId === undefined ? {} : { requestId: request.requestId }),
+      })
+    let begun = await begin()
+    // The run of a dead instance holds the session until somebody ends it: the first to ask does.
+    if (begun.kind === 'busy' && (await this.#leases?.endIfExpired(sessionId, begun.active))) {
+      startAfterSeq = await this.#backend.events.lastSeq(sessionId)
+      begun = await begin()
+    }
     const ids = request.requestId === undefined ? {} : { requestId: request.requestId }
     if (begun.kind === 'busy') {
       throw new ProtocolError(ErrorCode.busy, undefined, {
@@ -138,14 +193,26 @@ export class SessionRegistry {
 
   /** Replays held events after `lastSeq`, answers `status:resumed`, then streams live. */
   async resume(subscriber: Subscriber, sessionId: string, lastSeq: number): Promise<void> {
+    try {
+      await this.#replay(subscriber, sessionId, lastSeq)
+    } catch (err) {
+      this.#observer?.resumed(err instanceof ProtocolError ? err.code : ErrorCode.internal)
+      throw err
+    }
+    this.#observer?.resumed('ok')
+  }
+
+  async #replay(subscriber: Subscriber, sessionId: string, lastSeq: number): Promise<void> {
     await this.#owned(sessionId, subscriber.userId)
     this.#unsubscribe(subscriber, sessionId)
     const held = await this.#backend.events.read(sessionId, lastSeq)
     if (held.gone) throw new ProtocolError(ErrorCode.historyGone, undefined, { sessionId })
     for (const event of held.events) subscriber.deliver(event.frame)
     const replayedUpTo = held.events.at(-1)?.seq ?? lastSeq
+    let active = await this.#backend.sessions.activeRun(sessionId)
+    if (active && (await this.#leases?.endIfExpired(sessionId, active))) active = null
+    // Nothing awaited between subscribing and answering: live events follow `resumed`.
     await this.#subscribe(subscriber, sessionId, replayedUpTo)
-    const active = await this.#backend.sessions.activeRun(sessionId)
     const resumed: StatusResumed = {
       type: 'status',
       session_id: sessionId,
@@ -180,12 +247,15 @@ export class SessionRegistry {
 
   /** Shutdown: runs get `graceMs` to finish, then are cancelled; resolves when all have ended. */
   async drain(graceMs: number): Promise<void> {
+    this.#leases?.stop()
     const all = () => Promise.all([...this.#runs.values()].map((run) => run.done))
     let timer: NodeJS.Timeout | undefined
-    const graceOver = new Promise<'timeout'>((resolve) => (timer = setTimeout(resolve, graceMs, 'timeout')))
-    const outcome = await Promise.race([all().then(() => 'finished' as const), graceOver])
+    let graceOver = false
+    const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs))).then(() => (graceOver = true))
+    // Runs started during the grace (a chat on a socket still open) are waited for too.
+    while (this.#runs.size > 0 && !graceOver) await Promise.race([all(), grace])
     clearTimeout(timer)
-    if (outcome === 'timeout') {
+    while (this.#runs.size > 0) {
       for (const run of this.#runs.values()) run.controller.abort(new RunAborted('shutdown'))
       await all()
     }
@@ -195,12 +265,13 @@ export class SessionRegistry {
     let mine = this.#subscriptions.get(subscriber)
     if (!mine) this.#subscriptions.set(subscriber, (mine = new Map()))
     if (mine.has(sessionId)) return
+    // Counted first, so that the caller's next step follows the subscription at once (see EventLog.subscribe).
+    await this.#backend.sessions.addWatcher(sessionId, subscriber.id)
     const subscription = await this.#backend.events.subscribe(sessionId, afterSeq, (event) => subscriber.deliver(event.frame))
     mine.set(sessionId, subscription)
     let local = this.#watchers.get(sessionId)
     if (!local) this.#watchers.set(sessionId, (local = new Set()))
     local.add(subscriber)
-    await this.#backend.sessions.addWatcher(sessionId, subscriber.id)
   }
 
   #unsubscribe(subscriber: Subscriber, sessionId: string): void {
@@ -223,6 +294,7 @@ export class SessionRegistry {
   async #abort(sessionId: string, runId: string, cause: AbortCause): Promise<void> {
     const local = this.#runs.get(sessionId)
     if (local?.runId === runId) {
+      local.tracker?.cancelRequested()
       local.controller.abort(new RunAborted(cause))
       return
     }
@@ -233,6 +305,7 @@ export class SessionRegistry {
     const run = this.#runs.get(message.sessionId)
     if (run?.runId !== message.runId) return
     if (message.kind === 'cancel') {
+      run.tracker?.cancelRequested()
       run.controller.abort(new RunAborted(message.reason === 'deleted' ? 'deleted' : 'cancel'))
       return
     }
@@ -252,7 +325,7 @@ export class SessionRegistry {
   }
 
   #start(ids: Omit<LocalRun, 'controller' | 'done'>, session: SessionRecord, content: string): void {
-    const run: LocalRun = { ...ids, controller: new AbortController(), done: Promise.resolve() }
+    const run: LocalRun = { ...ids, controller: new AbortController(), done: Promise.resolve(), tracker: this.#observer?.started() }
     this.#runs.set(run.sessionId, run)
     run.done = this.#execute(run, session, content)
       .catch((err: unknown) => this.#log.error({ err, sessionId: run.sessionId, runId: run.runId }, 'run failed to finish'))
@@ -263,9 +336,10 @@ export class SessionRegistry {
   }
 
   async #append(sessionId: string, event: UnsequencedRunEvent): Promise<void> {
+    if (this.#runs.get(sessionId)?.leaseLost) return
     await this.#backend.events.append(sessionId, event)
     const local = this.#watchers.get(sessionId)
-    if (this.#flowControl && local) await this.#flowControl(sessionId, local)
+    if (this.#flowControl && local) await this.#flowControl(sessionId, local, this.#runs.get(sessionId)?.controller.signal)
   }
 
   async #execute(run: LocalRun, session: SessionRecord, content: string): Promise<void> {
@@ -273,7 +347,16 @@ export class SessionRegistry {
     const log = this.#log.child({ sessionId, runId, userId: run.userId })
     const requestMeta = run.requestId === undefined ? {} : { request_id: run.requestId }
     const lease = setInterval(() => {
-      this.#backend.sessions.renewLease(sessionId, runId, this.#config.leaseMs).catch((err: unknown) => log.warn({ err }, 'lease renewal failed'))
+      this.#backend.sessions.renewLease(sessionId, runId, this.#config.leaseMs).then(
+        (held) => {
+          if (held || controller.signal.aborted) return
+          // Ended elsewhere (we stalled past the lease, or the session was deleted): stop paying.
+          log.warn('lease lost: the run was ended by another instance')
+          run.leaseLost = true
+          controller.abort(new RunAborted('cancel'))
+        },
+        (err: unknown) => log.warn({ err }, 'lease renewal failed'),
+      )
     }, this.#config.leaseMs / 3)
     lease.unref()
     const userMessage: HistoryMessage = { role: 'user', content }
@@ -288,12 +371,15 @@ export class SessionRegistry {
         {
           model: this.#model,
           tools: this.#tools,
-          messages: [{ role: 'system', content: this.#config.systemPrompt }, ...session.messages, userMessage],
+          messages: [{ role: 'system', content: this.#config.systemPrompt }, ...withoutOrphanedToolResults(session.messages), userMessage],
           signal: controller.signal,
           maxToolRounds: this.#config.maxToolRounds,
           sessionId,
           userId: run.userId,
-          emit: (event) => this.#append(sessionId, runEvent(sessionId, runId, event)),
+          emit: (event) => {
+            run.tracker?.event(event.type)
+            return this.#append(sessionId, runEvent(sessionId, runId, event))
+          },
         },
         progress,
       )
@@ -309,7 +395,10 @@ export class SessionRegistry {
       } else {
         finishReason = 'error'
         const failure = err instanceof UpstreamError ? err : undefined
-        if (failure) log.warn({ err, failure: failure.failure, status: failure.status }, 'run failed upstream')
+        if (failure?.failure === 'auth') {
+          // Every run will fail the same way until someone fixes the deployment: say so loudly.
+          log.error({ err, failure: failure.failure, status: failure.status }, 'UPSTREAM REJECTED OUR CREDENTIALS: check OPENAI_API_KEY / OPENAI_BASE_URL')
+        } else if (failure) log.warn({ err, failure: failure.failure, status: failure.status }, 'run failed upstream')
         else log.error({ err }, 'run failed')
         const code = failure?.code ?? ErrorCode.internal
         const frame = errorFrame(code, sessionId, failure?.message ?? 'internal error', {
@@ -337,12 +426,25 @@ export class SessionRegistry {
     }
     try {
       await this.#backend.sessions.appendMessages(sessionId, producedMessages(progress), this.#config.historyMaxMessages)
-      await this.#backend.events.append(sessionId, complete)
+      // A shared store logs `complete` and frees the session in one step: a client that reads it
+      // and sends the next chat at once (to any instance) never gets `busy`.
+      if (this.#backend.finishRun) await this.#backend.finishRun(sessionId, { runId, event: complete })
+      else await this.#backend.events.append(sessionId, complete)
+      run.tracker?.ended(finishReason)
       log.info({ finishReason }, 'run complete')
     } finally {
       await this.#backend.sessions.endRun(sessionId, runId)
     }
   }
+}
+
+/**
+ * History trimmed from the front may start with tool results whose assistant tool_calls were
+ * dropped; OpenAI refuses such a request (400), so they go too.
+ */
+function withoutOrphanedToolResults(messages: HistoryMessage[]): HistoryMessage[] {
+  const first = messages.findIndex((message) => message.role !== 'tool')
+  return first === -1 ? [] : messages.slice(first)
 }
 
 function runEvent(sessionId: string, runId: string, event: AgentEvent): UnsequencedRunEvent {

@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import type { UnsequencedRunEvent } from '../protocol/index.ts'
+import type { Redis } from 'ioredis'
 
 /** One message of a conversation, in OpenAI's chat format (what the upstream accepts back). */
 export const HistoryMessage = Type.Object({
@@ -106,9 +107,17 @@ export interface EventLog {
   close(): Promise<void>
 }
 
-export type ControlMessage =
-  | { kind: 'cancel'; sessionId: string; runId: string; reason: 'client' | 'deleted' }
-  | { kind: 'orphaned'; sessionId: string; runId: string }
+/** What instances tell each other; a schema because it crosses the wire (Redis pub/sub). */
+export const ControlMessage = Type.Union([
+  Type.Object({
+    kind: Type.Literal('cancel'),
+    sessionId: Type.String(),
+    runId: Type.String(),
+    reason: Type.Union([Type.Literal('client'), Type.Literal('deleted')]),
+  }),
+  Type.Object({ kind: Type.Literal('orphaned'), sessionId: Type.String(), runId: Type.String() }),
+])
+export type ControlMessage = Static<typeof ControlMessage>
 
 /** Signals to the instance that owns a run: cancel it, or check whether anybody still watches. */
 export interface ControlBus {
@@ -122,6 +131,26 @@ export interface Backend {
   sessions: SessionStore
   events: EventLog
   control: ControlBus
+  /** The Redis client behind a Redis backend: guards keep their shared counters in it too. */
+  redis?: Redis
+  /** The prefix of the Redis backend's keys; the guards' keys go under it too. */
+  keyPrefix?: string
+  /**
+   * Appends a run's final event and ends the run in one atomic step, so whoever reads that
+   * event never finds the session still busy (another instance included); null, and nothing
+   * appended, when the run is no longer active or a condition fails. Shared stores have it.
+   */
+  finishRun?(sessionId: string, finish: FinishRun): Promise<LoggedEvent | null>
+}
+
+export interface FinishRun {
+  runId: string
+  /** The run's `complete`. */
+  event: UnsequencedRunEvent
+  /** Only when the run's lease has expired: ending the run of an instance that died. */
+  ifLeaseExpired?: boolean
+  /** Only when the session's last seq is still this (the event was computed from the log up to it). */
+  ifLastSeq?: number
 }
 
 export function serializeEvent(event: UnsequencedRunEvent, seq: number): string {

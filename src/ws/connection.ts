@@ -10,6 +10,7 @@ import {
   parseClientFrame,
   protocolErrorFrame,
   type ClientFrame,
+  type ClientFrameType,
   type ServerFrame,
 } from '../protocol/index.ts'
 import type { SessionRegistry } from '../sessions/registry.ts'
@@ -33,6 +34,18 @@ export interface ConnectionOptions {
   /** Called before a valid frame is served; a ProtocolError it throws is the answer. */
   admit?: (connection: Connection, frame: ClientFrame) => Promise<void> | void
   onClose?: (connection: Connection, code: number) => void
+  /** Told the connection's traffic (metrics: src/plugins/metrics.ts). */
+  observer?: ConnectionObserver
+}
+
+export interface ConnectionObserver {
+  opened(): void
+  received(type: ClientFrameType | 'invalid'): void
+  /** A serialized frame was handed to the socket, which now holds `bufferedAmount` unsent bytes. */
+  sent(frame: string, bufferedAmount: number): void
+  /** A frame was refused by the rate limit (`admit` answered rate_limited). */
+  rateLimited(): void
+  closed(code: number): void
 }
 
 /** A socket that ignores our close frame is destroyed after this (ws itself waits 30 s). */
@@ -78,10 +91,18 @@ export class Connection implements Subscriber {
     this.#expiresAt = options.claims.exp * 1000
     this.log = options.log.child({ connId: this.id, userId: this.userId })
     // Listeners first, synchronously: a frame sent right after the handshake must not be lost.
-    this.socket.on('message', (data, isBinary) => this.#onMessage(data, isBinary))
+    this.socket.on('message', (data, isBinary) => {
+      // Nothing may escape into ws's event handling: a throw there would take the process down.
+      try {
+        this.#onMessage(data, isBinary)
+      } catch (err) {
+        this.#internal(err, '', 'unparsed')
+      }
+    })
     this.socket.on('pong', () => (this.alive = true))
     this.socket.once('close', (code) => this.#onClose(code))
     this.#armExpiry()
+    options.observer?.opened()
     this.log.info('connected')
   }
 
@@ -90,7 +111,9 @@ export class Connection implements Subscriber {
   }
 
   deliver(frame: string): void {
-    if (this.socket.readyState === this.socket.OPEN) this.socket.send(frame)
+    if (this.socket.readyState !== this.socket.OPEN) return
+    this.socket.send(frame)
+    this.#options.observer?.sent(frame, this.socket.bufferedAmount)
   }
 
   send(frame: ServerFrame): void {
@@ -114,6 +137,7 @@ export class Connection implements Subscriber {
 
   #onMessage(data: RawData, isBinary: boolean): void {
     const parsed = parseClientFrame(data, isBinary)
+    this.#options.observer?.received(parsed.ok ? parsed.frame.type : 'invalid')
     if (!parsed.ok) {
       this.send(errorFrame(ErrorCode.invalidMessage, parsed.sessionId, parsed.reason))
       this.#countInvalid()
@@ -121,7 +145,7 @@ export class Connection implements Subscriber {
     }
     const { frame } = parsed
     // In order, one at a time; handlers return as soon as a run is started, never when it ends.
-    this.#queue = this.#queue.then(() => this.#serve(frame))
+    this.#queue = this.#queue.then(() => this.#serve(frame)).catch((err: unknown) => this.#internal(err, '', frame.type))
   }
 
   #countInvalid(): void {
@@ -143,11 +167,21 @@ export class Connection implements Subscriber {
       await this.#dispatch(frame)
     } catch (err) {
       if (err instanceof ProtocolError) {
+        if (err.code === ErrorCode.rateLimited) this.#options.observer?.rateLimited()
         this.send(protocolErrorFrame(err, sessionId))
         return
       }
-      this.log.error({ err, sessionId, frameType: frame.type }, 'frame handling failed')
+      this.#internal(err, sessionId, frame.type)
+    }
+  }
+
+  /** The answer to any unexpected failure: logged with the ids, `internal` to the client; never throws. */
+  #internal(err: unknown, sessionId: string, frameType: string): void {
+    this.log.error({ err, sessionId, frameType }, 'frame handling failed')
+    try {
       this.send(errorFrame(ErrorCode.internal, sessionId))
+    } catch (sendErr) {
+      this.log.error({ err: sendErr, sessionId }, 'could not answer internal')
     }
   }
 
@@ -201,6 +235,7 @@ export class Connection implements Subscriber {
   #onClose(code: number): void {
     clearTimeout(this.#expiryTimer)
     this.log.info({ code }, 'disconnected')
+    this.#options.observer?.closed(code)
     this.#options.onClose?.(this, code)
     this.#options.registry.disconnect(this).catch((err: unknown) => this.log.error({ err }, 'disconnect cleanup failed'))
   }

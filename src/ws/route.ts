@@ -1,4 +1,5 @@
 import websocket from '@fastify/websocket'
+import fp from 'fastify-plugin'
 import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
 import { CloseCode, CloseReason, SUBPROTOCOL } from '../protocol/index.ts'
@@ -21,11 +22,7 @@ export interface AgentRouteOptions {
 
 const UpgradeQuery = Type.Object({ token: Type.Optional(Type.String()) })
 
-/** A connection that answers nothing else still gets this many invalid frames per window. */
-const INVALID_FRAME_LIMIT = 20
-const INVALID_FRAME_WINDOW_MS = 10_000
-
-export default async function agentRoute(app: FastifyInstance, options: AgentRouteOptions) {
+async function agentRoute(app: FastifyInstance, options: AgentRouteOptions) {
   const { config } = options
   const connections = new Set<Connection>()
   app.decorate('connections', connections)
@@ -67,17 +64,31 @@ export default async function agentRoute(app: FastifyInstance, options: AgentRou
       schema: { querystring: UpgradeQuery },
       onRequest: async (request, reply) => {
         if (!app.lifecycle.draining) return
+        app.metrics.connectionsOpened.inc({ result: 'draining' })
         request.log.info('upgrade refused: draining')
         await reply.code(503).header('retry-after', '1').send({ error: 'draining', message: 'this instance is shutting down' })
       },
-      preValidation: app.authenticateUpgrade,
+      // Authenticate first; then the connection cap counts the user's connection (guards).
+      preValidation: [app.authenticateUpgrade, app.guards.reserveConnection],
     },
     (socket, request) => {
       const auth = request.upgradeAuth
       if (!auth?.ok) {
         const failure = auth ?? { code: CloseCode.unauthorized, reason: CloseReason.missingToken }
         request.log.info({ closeCode: failure.code, reason: failure.reason }, 'upgrade refused')
+        app.metrics.connectionsOpened.inc({ result: failure.code === CloseCode.forbiddenOrigin ? 'forbidden_origin' : 'unauthorized' })
         closeSocket(socket, failure.code, failure.reason)
+        return
+      }
+      // A store that cannot answer (Redis down; the connection cap asks it first) closes 1011
+      // `store unavailable` after the upgrade rather than an HTTP 503 before it: a browser can
+      // read a close code, not a failed handshake's status, and 1011 says "back off, then
+      // reconnect and resume". Fast: the Redis client fails commands at once while down.
+      const refusal = app.guards.refusal(request)
+      if (refusal) {
+        request.log.info({ closeCode: refusal.code, reason: refusal.reason, userId: auth.claims.sub }, 'upgrade refused')
+        if (refusal.code === CloseCode.tooManyConnections) app.metrics.connectionsOpened.inc({ result: 'too_many' })
+        closeSocket(socket, refusal.code, refusal.reason)
         return
       }
       const connection = new Connection({
@@ -88,13 +99,21 @@ export default async function agentRoute(app: FastifyInstance, options: AgentRou
         log: request.log,
         limits: {
           maxContentChars: config.MAX_CONTENT_CHARS,
-          invalidFrameLimit: INVALID_FRAME_LIMIT,
-          invalidFrameWindowMs: INVALID_FRAME_WINDOW_MS,
+          invalidFrameLimit: app.guards.invalidFrames.limit,
+          invalidFrameWindowMs: app.guards.invalidFrames.windowMs,
         },
         ...(options.admit ? { admit: options.admit } : {}),
         onClose: (closed) => connections.delete(closed),
+        observer: app.metrics.connectionObserver,
       })
       connections.add(connection)
     },
   )
 }
+
+/**
+ * Not encapsulated: @fastify/websocket's hooks must cover every route and the 404 handler,
+ * or an upgrade request answered by anything but this route (a mistyped path, a plain HTTP
+ * route) leaves its socket open forever, and `app.close()` waits on it.
+ */
+export default fp(agentRoute, { name: 'agent-route', fastify: '5.x', dependencies: ['auth', 'guards', 'sessions', 'lifecycle'] })

@@ -49,7 +49,11 @@ export function createMockModel(options: { tokenDelayMs: number }): ModelClient 
     name: 'mock',
     async *stream(request: ModelRequest): AsyncIterable<ModelChunk> {
       const { signal } = request
-      const pause = () => (options.tokenDelayMs > 0 ? sleep(options.tokenDelayMs, undefined, { signal }) : sleep(0, undefined, { signal }))
+      // Like the openai model, a cancel surfaces as the signal's reason (not timers' AbortError).
+      const pause = () =>
+        sleep(options.tokenDelayMs, undefined, { signal }).catch(() => {
+          throw signal.reason
+        })
       const answer = plan(request)
       await pause()
       if (answer.toolCall) {

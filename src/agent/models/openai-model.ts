@@ -1,6 +1,7 @@
 import OpenAI from 'openai'
+import type { FastifyBaseLogger } from 'fastify'
 import type { ChatCompletionChunk, ChatCompletionMessageParam } from 'openai/resources/chat/completions'
-import { UpstreamError } from '../upstream-error.ts'
+import { UpstreamError, type UpstreamFailure } from '../upstream-error.ts'
 import type { ModelChunk, ModelClient, ModelRequest } from './types.ts'
 
 export interface OpenAIModelOptions {
@@ -9,6 +10,17 @@ export interface OpenAIModelOptions {
   model: string
   /** Connect + headers budget per request; the stream body is watched by the run's watchdogs. */
   timeoutMs: number
+  /** Where the SDK's own warnings go (e.g. the raw text of a malformed chunk), instead of the console. */
+  log?: FastifyBaseLogger
+  /** Told the outcome of every HTTP request (metrics: src/plugins/metrics.ts). */
+  observer?: UpstreamObserver
+}
+
+export interface UpstreamObserver {
+  /** The response status, `network` when none came, `aborted` when the run was cancelled first. */
+  request(outcome: number | 'network' | 'aborted'): void
+  /** The retry layer asks again after `failure`. */
+  retry(failure: UpstreamFailure): void
 }
 
 /** Milliseconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date). */
@@ -80,14 +92,16 @@ export function createOpenAIModel(options: OpenAIModelOptions): ModelClient {
     ...(options.baseURL ? { baseURL: options.baseURL } : {}),
     maxRetries: 0,
     timeout: options.timeoutMs,
+    ...(options.log ? { logger: options.log.child({ component: 'openai-sdk' }) } : {}),
   })
   return {
     name: 'openai',
     async *stream(request: ModelRequest): AsyncIterable<ModelChunk> {
       const { signal } = request
       let finished = false
+      let responded = false
       try {
-        const stream = await client.chat.completions.create(
+        const { data: stream, response } = await client.chat.completions.create(
           {
             model: options.model,
             messages: request.messages as ChatCompletionMessageParam[],
@@ -96,7 +110,9 @@ export function createOpenAIModel(options: OpenAIModelOptions): ModelClient {
             ...(request.tools.length > 0 ? { tools: request.tools } : {}),
           },
           { signal },
-        )
+        ).withResponse()
+        responded = true
+        options.observer?.request(response.status)
         for await (const chunk of stream) {
           for (const out of toChunks(chunk)) {
             if (out.type === 'finish') finished = true
@@ -104,8 +120,13 @@ export function createOpenAIModel(options: OpenAIModelOptions): ModelClient {
           }
         }
       } catch (error) {
-        if (signal.aborted) throw signal.reason
-        throw classifyError(error)
+        if (signal.aborted) {
+          if (!responded) options.observer?.request('aborted')
+          throw signal.reason
+        }
+        const failure = classifyError(error)
+        if (!responded) options.observer?.request(failure.status ?? 'network')
+        throw failure
       }
       // The SDK returns quietly both on abort and when the body ends without [DONE].
       if (signal.aborted) throw signal.reason
