@@ -58,6 +58,12 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   const model = overrides.model ?? createModel(config, app.log, app.metrics.upstreamObserver)
   const tools = createToolRegistry([...selectBuiltinTools(config.TOOLS), ...(overrides.tools ?? [])])
   const backend = overrides.backend ?? (await createBackend(config, app.log))
+  // onClose hooks run last-added first: added before the plugins, this runs after all of them.
+  app.addHook('onClose', async () => {
+    await backend.events.close()
+    await backend.sessions.close()
+    await backend.control.close()
+  })
 
   await app.register(authPlugin, { config })
   await app.register(guardsPlugin, { config, backend, instanceId, ...(overrides.guards ? { tuning: overrides.guards } : {}) })

@@ -52,6 +52,7 @@ export const ConfigSchema = Type.Object({
   HEARTBEAT_INTERVAL_MS: Int(30_000, 10, 'protocol ping period'),
   RESUME_GRACE_MS: Int(15_000, 0, 'how long a run outlives its last subscriber'),
   RESUME_BUFFER_EVENTS: Int(2000, 1, 'events held per session for resume'),
+  RUN_LEASE_MS: Int(10_000, 100, "how long a run's lease lives unrenewed; a dead instance's runs end as interrupted after it"),
   SESSION_TTL_SECONDS: Int(86_400, 1, 'idle session lifetime'),
   SHUTDOWN_GRACE_MS: Int(10_000, 0, 'how long runs may finish on SIGTERM'),
   MAX_PAYLOAD_BYTES: Int(65_536, 64, 'largest accepted frame; bigger closes 1009'),

@@ -25,9 +25,6 @@ export interface SessionsPluginOptions {
   observer?: RunObserver
 }
 
-/** How long a run's lease lives; renewed every third of it while the run is alive. */
-const LEASE_MS = 10_000
-
 async function sessionsPlugin(app: FastifyInstance, options: SessionsPluginOptions) {
   const { config } = options
   const registry = new SessionRegistry({
@@ -43,19 +40,15 @@ async function sessionsPlugin(app: FastifyInstance, options: SessionsPluginOptio
       historyMaxMessages: config.HISTORY_MAX_MESSAGES,
       resumeGraceMs: config.RESUME_GRACE_MS,
       maxToolRounds: config.MAX_TOOL_ROUNDS,
-      leaseMs: LEASE_MS,
+      leaseMs: config.RUN_LEASE_MS,
       busyRetryAfterMs: 1000,
     },
   })
   app.decorate('sessions', registry)
   app.decorate('backend', options.backend)
   app.decorate('instanceId', options.instanceId)
-  app.addHook('onClose', async () => {
-    await registry.drain(0)
-    await options.backend.events.close()
-    await options.backend.sessions.close()
-    await options.backend.control.close()
-  })
+  // The backend itself is closed by buildApp, after every plugin that uses it.
+  app.addHook('onClose', () => registry.drain(0))
 }
 
 export default fp(sessionsPlugin, { name: 'sessions', fastify: '5.x' })

@@ -6,8 +6,8 @@ import { useRedis } from '../helpers/redis.ts'
 import { bearer, connect, type Frame } from '../helpers/ws-client.ts'
 import { startInstance } from './instance.ts'
 
-/** What sessions.ts renews runs for (LEASE_MS): a dead instance's run ends within this + 2 s. */
-const LEASE_MS = 10_000
+/** RUN_LEASE_MS of the instances: a dead instance's run ends within this + 2 s. */
+const LEASE_MS = 3000
 
 const words = (count: number) => Array.from({ length: count }, (_, i) => ` w${i}`)
 const isResumed = (frame: Frame) => frame.type === 'status' && frame.content === 'resumed'
@@ -23,6 +23,7 @@ t.test('two instances in separate processes, sharing one Redis', async (t) => {
     MODEL_PROVIDER: 'openai',
     OPENAI_BASE_URL: upstream.baseURL,
     OPENAI_API_KEY: 'test',
+    RUN_LEASE_MS: String(LEASE_MS),
   }
   const [a, b] = await Promise.all([startInstance(t, env), startInstance(t, env)])
   const token = signToken(`user-${randomUUID()}`)

@@ -101,6 +101,8 @@ t.test('50 clients through nginx: an instance dies, every client reconnects and 
     OPENAI_BASE_URL: upstream.baseURL,
     OPENAI_API_KEY: 'test',
     TRUST_PROXY: 'true',
+    // A short lease: the killed instance's runs are ended as interrupted sooner.
+    RUN_LEASE_MS: '3000',
   }
   const instances = await Promise.all([startInstance(t, env), startInstance(t, env)])
 

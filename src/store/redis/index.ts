@@ -67,6 +67,7 @@ export async function createRedisBackend(options: RedisBackendOptions): Promise<
     events,
     control,
     redis: client,
+    keyPrefix: prefix,
     finishRun: (sessionId, finish) => sessions.finishRun(sessionId, finish),
   }
 }
