@@ -18,7 +18,7 @@ export function renderEnvExample(): string {
     '',
   ]
   for (const [name, schema] of Object.entries(ConfigSchema.properties as Record<string, TSchema>)) {
-    lines.push(`# ${schema.description ?? ''}`.trimEnd())
+    lines.push(`# ${schema.description}`)
     const value = defaultOf(schema)
     lines.push(value === '' ? `# ${name}=` : `${name}=${value}`, '')
   }

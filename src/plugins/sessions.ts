@@ -33,7 +33,7 @@ async function sessionsPlugin(app: FastifyInstance, options: SessionsPluginOptio
     tools: options.tools,
     logger: app.log,
     instanceId: options.instanceId,
-    ...(options.flowControl ? { flowControl: options.flowControl } : {}),
+    flowControl: options.flowControl,
     observer: options.observer,
     config: {
       systemPrompt: config.SYSTEM_PROMPT,

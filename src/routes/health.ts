@@ -29,12 +29,10 @@ async function pingStore(app: FastifyInstance): Promise<Static<typeof Check>> {
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error('store did not answer in time')), STORE_PING_TIMEOUT_MS)
   })
-  try {
-    await Promise.race([app.backend.sessions.ping(), timeout])
-    return { ok: true }
-  } catch (err) {
-    return { ok: false, error: (err as Error).message }
-  } finally {
-    clearTimeout(timer)
-  }
+  const check = await Promise.race([app.backend.sessions.ping(), timeout]).then(
+    () => ({ ok: true }),
+    (err: Error) => ({ ok: false, error: err.message }),
+  )
+  clearTimeout(timer)
+  return check
 }

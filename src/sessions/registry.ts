@@ -387,7 +387,8 @@ export class SessionRegistry {
       reason = outcome.reason
     } catch (err) {
       if (controller.signal.aborted) {
-        const cause = controller.signal.reason instanceof RunAborted ? controller.signal.reason.cause : 'cancel'
+        // Only this registry aborts the run's controller, always with a RunAborted.
+        const { cause } = controller.signal.reason as RunAborted
         log.info({ cause }, 'run cancelled')
         finishReason = 'cancelled'
         reason = cause

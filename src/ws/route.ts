@@ -6,6 +6,7 @@ import { CloseCode, CloseReason, SUBPROTOCOL } from '../protocol/index.ts'
 import type { Config } from '../config.ts'
 import { Connection, closeSocket } from './connection.ts'
 import type { ClientFrame } from '../protocol/index.ts'
+import type { UpgradeAuth } from '../plugins/auth.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -72,12 +73,12 @@ async function agentRoute(app: FastifyInstance, options: AgentRouteOptions) {
       preValidation: [app.authenticateUpgrade, app.guards.reserveConnection],
     },
     (socket, request) => {
-      const auth = request.upgradeAuth
-      if (!auth?.ok) {
-        const failure = auth ?? { code: CloseCode.unauthorized, reason: CloseReason.missingToken }
-        request.log.info({ closeCode: failure.code, reason: failure.reason }, 'upgrade refused')
-        app.metrics.connectionsOpened.inc({ result: failure.code === CloseCode.forbiddenOrigin ? 'forbidden_origin' : 'unauthorized' })
-        closeSocket(socket, failure.code, failure.reason)
+      // Set by authenticateUpgrade in this route's preValidation, before any handler runs.
+      const auth = request.upgradeAuth as UpgradeAuth
+      if (!auth.ok) {
+        request.log.info({ closeCode: auth.code, reason: auth.reason }, 'upgrade refused')
+        app.metrics.connectionsOpened.inc({ result: auth.code === CloseCode.forbiddenOrigin ? 'forbidden_origin' : 'unauthorized' })
+        closeSocket(socket, auth.code, auth.reason)
         return
       }
       // A store that cannot answer (Redis down; the connection cap asks it first) closes 1011
@@ -102,7 +103,7 @@ async function agentRoute(app: FastifyInstance, options: AgentRouteOptions) {
           invalidFrameLimit: app.guards.invalidFrames.limit,
           invalidFrameWindowMs: app.guards.invalidFrames.windowMs,
         },
-        ...(options.admit ? { admit: options.admit } : {}),
+        admit: options.admit,
         onClose: (closed) => connections.delete(closed),
         observer: app.metrics.connectionObserver,
       })

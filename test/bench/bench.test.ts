@@ -98,9 +98,9 @@ t.test('verdicts and ratios of rows', async (t) => {
   t.equal(formatNumber(1.234), '1.23')
 })
 
-function fakeReport(rows: Row[]): BenchReport {
+function fakeReport(rows: Row[], loadAverageAfter: Record<string, number[]> = {}): BenchReport {
   return {
-    meta: { date: 'd', mode: 'quick', node: 'v24', cpus: 2, cpuModel: 'cpu', loadAverageAtStart: [1, 2, 3], fdLimit: 'soft 1, hard 1', durationMs: 1500 },
+    meta: { date: 'd', mode: 'quick', node: 'v24', cpus: 2, cpuModel: 'cpu', loadAverageAtStart: [1, 2, 3], loadAverageAfter, fdLimit: 'soft 1, hard 1', durationMs: 1500 },
     scenarios: [{ scenario: 'latency', rows, details: {}, histograms: [] }],
   }
 }
@@ -108,7 +108,9 @@ function fakeReport(rows: Row[]): BenchReport {
 t.test('markdown summary and SVG histogram', async (t) => {
   const miss = row({ scenario: 'latency', case: 'light', metric: 'added latency p99', unit: 'µs', project: 5000, baseline: 1000, target: { kind: 'plus-at-most', value: 1000 } })
   const na = row({ scenario: 'latency', case: 'light', metric: 'm', unit: 'u', project: null, baseline: 1, target: { kind: 'ratio-at-least', value: 1.5 }, note: 'not there yet' })
-  const md = renderMarkdown(fakeReport([miss, na]), 'x-latency.svg')
+  const md = renderMarkdown(fakeReport([miss, na], { latency: [2.5, 1, 1] }), 'x-latency.svg')
+  t.match(md, 'load average at start 1.00 / 2.00 / 3.00, then after each scenario latency 2.5 (1 min)')
+  t.match(renderMarkdown(fakeReport([na])), 'then after each scenario — (1 min)')
   t.match(md, '| latency | light | added latency p99 (µs) | 5,000 | 1,000 | 5.00× | ≤ baseline + 1000 µs | ❌ miss |')
   t.match(md, '| latency | light | m (u) — not there yet | n/a | 1.00 | n/a | ≥ 1.5× baseline | n/a |')
   t.match(md, 'Missed: latency light added latency p99.')
@@ -330,6 +332,7 @@ t.test('quick mode end to end', async (t) => {
   const report = JSON.parse(await readFile(join(out, json), 'utf8')) as BenchReport
   t.equal(report.meta.mode, 'quick')
   t.same(report.scenarios.map((s) => s.scenario), [...SCENARIOS], 'every scenario, in order')
+  t.same(Object.keys(report.meta.loadAverageAfter), [...SCENARIOS], 'the machine load recorded after each')
   for (const scenario of report.scenarios) {
     t.ok(scenario.rows.length > 0, `${scenario.scenario} has rows`)
     for (const r of scenario.rows) {

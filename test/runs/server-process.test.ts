@@ -1,10 +1,12 @@
 import t, { type Test } from 'tap'
 import net from 'node:net'
 import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { createFakeUpstream, textSteps } from '../helpers/fake-upstream.ts'
 import { connect, bearer } from '../helpers/ws-client.ts'
 import { signToken, TEST_SECRET } from '../helpers/app.ts'
-import { ROOT, childEnv, collect } from '../config/spawn.ts'
+import { ROOT, childEnv, collect, runNode } from '../config/spawn.ts'
 import { contentOf, tokensOf } from './helpers.ts'
 
 /** A port that was free a moment ago (PORT=0 would not tell us which one the server took). */
@@ -17,10 +19,10 @@ async function freePort(): Promise<number> {
 }
 
 /** `npm start` (node src/server.ts) on loopback; resolves once it listens; SIGTERM at teardown. */
-async function startServer(t: Test, env: Record<string, string>) {
+async function startServer(t: Test, env: Record<string, string>, cwd = ROOT) {
   const port = await freePort()
   const child = spawn(process.execPath, [`${ROOT}src/server.ts`], {
-    cwd: ROOT,
+    cwd,
     env: childEnv({ HOST: '127.0.0.1', PORT: String(port), JWT_SECRET: TEST_SECRET, ...env }),
   })
   const done = collect(child, 30_000)
@@ -80,4 +82,25 @@ t.test('npm start with OPENAI_BASE_URL streams from that server', async (t) => {
   const request = up.requests[0]!
   t.equal(request.body.model, 'fake-model')
   t.equal(request.headers.authorization, 'Bearer x')
+})
+
+t.test('a fresh checkout with no JWT secret: a dev secret file, and `npm run token` mints tokens for it', async (t) => {
+  const dir = t.testdir({})
+  const server = await startServer(t, { JWT_SECRET: '' }, dir)
+  const lines = server
+    .logs()
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as { level: number; msg: string; devSecretFile?: string })
+  const hint = lines.find((line) => line.devSecretFile)
+  t.match(hint, { level: 40, devSecretFile: '.dev-secret', msg: /npm run token/ }, 'says how to mint a token')
+  const secret = readFileSync(join(dir, '.dev-secret'), 'utf8').trim()
+  t.ok(secret.length >= 32, 'the secret is kept in the working directory')
+  t.notMatch(server.logs(), secret, 'and never logged')
+
+  const minted = await runNode('src/cli/token.ts', ['alice', '--ttl', '5m'], {}, { cwd: dir })
+  t.equal(minted.code, 0, minted.stderr)
+  const client = await connect(t, server.url, bearer(minted.stdout.trim()))
+  client.send({ type: 'ping' })
+  t.equal((await client.nextOfType('pong')).type, 'pong', 'the minted token is accepted')
 })
