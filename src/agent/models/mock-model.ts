@@ -17,13 +17,30 @@ function countWords(messages: HistoryMessage[]): number {
   return messages.reduce((sum, message) => sum + words(message.content ?? '').length, 0)
 }
 
+/** A tool message in words: the built-in tools' results read naturally, anything else verbatim. */
+function describeToolResult(content: string): string {
+  if (content.startsWith('Error: ')) return `the tool failed: ${content.slice('Error: '.length)}`
+  let value: unknown
+  try {
+    value = JSON.parse(content)
+  } catch {
+    return `the tool said ${content}`
+  }
+  const record = typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {}
+  if ('result' in record) return `the result is ${String(record.result)}`
+  if ('local' in record) return `it is ${String(record.local)}`
+  return `the tool said ${content}`
+}
+
 /** What the mock answers: a tool call when the prompt asks for one it has, else text. */
 function plan(request: ModelRequest): { toolCall?: { name: string; arguments: string }; text: string } {
   const available = new Set(request.tools.map((tool) => tool.function.name))
   const last = request.messages.at(-1)
   if (last?.role === 'tool') {
+    // Tool messages always carry text (run-agent writes the result or the error).
     const results = request.messages.slice(request.messages.findLastIndex((m) => m.role === 'assistant') + 1)
-    return { text: `The tool said: ${results.map((m) => m.content).join('; ')}.` }
+    const said = results.map((m) => describeToolResult(m.content as string)).join('; ')
+    return { text: `${said.charAt(0).toUpperCase()}${said.slice(1)}.` }
   }
   const prompt = lastOf(request.messages, 'user')?.content ?? ''
   const arithmetic = ARITHMETIC.exec(prompt)?.[1]?.trim()

@@ -64,12 +64,15 @@ t.test('after tool results it answers from them', async (t) => {
       request([
         { role: 'user', content: 'what is 6*7' },
         { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'calculate', arguments: '{}' } }] },
-        { role: 'tool', tool_call_id: 'c1', content: '42' },
-        { role: 'tool', tool_call_id: 'c2', content: 'noon' },
+        { role: 'tool', tool_call_id: 'c1', content: '{"expression":"6*7","result":42}' },
+        { role: 'tool', tool_call_id: 'c2', content: '{"timezone":"UTC","local":"noon"}' },
+        { role: 'tool', tool_call_id: 'c3', content: 'Error: unknown tool' },
+        { role: 'tool', tool_call_id: 'c4', content: '"plain"' },
+        { role: 'tool', tool_call_id: 'c5', content: 'not json' },
       ]),
     ),
   )
-  t.equal(textOf(chunks), 'The tool said: 42; noon.')
+  t.equal(textOf(chunks), 'The result is 42; it is noon; the tool failed: unknown tool; the tool said "plain"; the tool said not json.')
   t.match(chunks.at(-1), { type: 'finish', reason: 'stop' })
 })
 
