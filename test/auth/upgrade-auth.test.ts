@@ -5,6 +5,7 @@ import { startApp, signToken } from '../helpers/app.ts'
 import { connect, bearer, TestClient } from '../helpers/ws-client.ts'
 import { rawUpgrade, closeFrame } from './raw-upgrade.ts'
 import { handToken, claims, now } from './tokens.ts'
+import { closedWithin } from '../ws/util.ts'
 
 const good = () => signToken('alice')
 const bad = signToken('alice', { secret: 'another-secret-another-secret-another!' })
@@ -15,17 +16,6 @@ async function accepted(t: T, client: TestClient): Promise<void> {
   client.send({ type: 'ping', session_id: 'probe' })
   const pong = await client.nextOfType('pong')
   t.same(pong, { type: 'pong', session_id: 'probe' })
-}
-
-/** The close, or a failure after 3 s instead of hanging when the server wrongly accepted. */
-async function closedWithin(client: TestClient, ms = 3000): Promise<{ code: number; reason: string }> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<{ code: number; reason: string }>((resolve) => {
-    timer = setTimeout(() => resolve({ code: -1, reason: 'still open' }), ms)
-  })
-  const closed = await Promise.race([client.closed, timeout])
-  clearTimeout(timer)
-  return { code: closed.code, reason: closed.reason }
 }
 
 async function refused(t: T, client: TestClient, reason: string): Promise<void> {

@@ -1,24 +1,16 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { createServer, type AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { signToken, TEST_SECRET } from '../helpers/app.ts'
 import { bearer, TestClient } from '../helpers/ws-client.ts'
 import { createFakeUpstream, textSteps, type RecordedRequest, type Script } from '../helpers/fake-upstream.ts'
+import { freePort } from '../helpers/free-port.ts'
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 const GRACE_MS = 1500
 const CLIENTS = 20
 const FAST_ANSWER = 'this answer is done well within the grace period'
-
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
-}
 
 /** Half the runs end well within the grace (~0.8 s); the other half would talk for ~40 s. */
 function byPrompt(request: RecordedRequest): Script {

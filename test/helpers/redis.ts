@@ -2,12 +2,13 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { createRedisBackend, type RedisBackendOptions } from '../../src/store/redis/index.ts'
 import type { Backend } from '../../src/store/types.ts'
+import { freePort } from './free-port.ts'
+export { freePort }
 
 /** The shared Redis the tests use (CI starts one there: .ci/run). */
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
@@ -79,15 +80,6 @@ export async function useRedis(t: Tap): Promise<TestRedis | undefined> {
     await redis.quit()
   })
   return { url: TEST_REDIS_URL, prefix, redis, keys: () => scanKeys(redis, prefix) }
-}
-
-export async function freePort(): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
 }
 
 /** A redis-server of the test's own, which it can stop and start again on the same port. */

@@ -1,5 +1,4 @@
 import t, { type Test } from 'tap'
-import net from 'node:net'
 import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -8,15 +7,7 @@ import { connect, bearer } from '../helpers/ws-client.ts'
 import { signToken, TEST_SECRET } from '../helpers/app.ts'
 import { ROOT, childEnv, collect, runNode } from '../config/spawn.ts'
 import { contentOf, tokensOf } from './helpers.ts'
-
-/** A port that was free a moment ago (PORT=0 would not tell us which one the server took). */
-async function freePort(): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as net.AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
+import { freePort } from '../helpers/free-port.ts'
 
 /** `npm start` (node src/server.ts) on loopback; resolves once it listens; SIGTERM at teardown. */
 async function startServer(t: Test, env: Record<string, string>, cwd = ROOT) {
