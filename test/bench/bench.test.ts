@@ -4,7 +4,7 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { logHistogram, median, perUnit, pick, quantile, ratio, slope, sumCounts, summarize } from '../../bench/stats.ts'
-import { describeTarget, formatNumber, renderHistogramSvg, renderMarkdown, row, verdictOf, type BenchReport, type Row } from '../../bench/report.ts'
+import { describeTarget, formatMicros, formatNumber, renderHistogramSvg, renderMarkdown, row, verdictOf, type BenchReport, type Row } from '../../bench/report.ts'
 import { parseArgs, FULL, QUICK, SCENARIOS, UsageError } from '../../bench/options.ts'
 import { countWords, floodPrompt, mockPrompt, pacedPrompt, parsePrompt, parseStamp, stampText } from '../../bench/prompts.ts'
 import { forgetOld, stepsFor } from '../../bench/upstream.ts'
@@ -130,11 +130,12 @@ t.test('markdown summary and SVG histogram', async (t) => {
   t.match(svg, /<\/svg>\n$/)
   t.match(svg, 'light &lt;load&gt;', 'text is escaped')
   t.equal(svg.match(/<path /g)?.length, 3, 'one step line per series')
-  t.match(svg, 'project (n=4), p99 4,000 µs (dashed)')
-  t.match(svg, 'baseline (n=3), p99 130 µs (dashed)')
-  t.match(svg, '100 µs', 'axis starts at the decade below the smallest sample')
-  t.match(svg, '10,000 µs', 'and ends at the decade above the largest')
-  t.match(renderHistogramSvg([{ panel: 'p', side: 'project', samples: [] }], 't'), 'project (n=0)</text>')
+  t.match(svg, 'project, n=4, p99 4.00 ms (dashed)')
+  t.match(svg, 'baseline, n=3, p99 130 µs (dashed)')
+  t.match(svg, '>100 µs<', 'axis starts at the decade below the smallest sample')
+  t.match(svg, '>10.0 ms<', 'and ends at the decade above the largest')
+  t.match(renderHistogramSvg([{ panel: 'p', side: 'project', samples: [] }], 't'), 'project, n=0</text>')
+  t.same([formatMicros(12), formatMicros(1500), formatMicros(2_500_000)], ['12.0 µs', '1.50 ms', '2.50 s'])
 })
 
 t.test('command line', async (t) => {

@@ -1,0 +1,247 @@
+/** The orchestrator's handles on its child processes: upstream, servers, load workers. */
+import { execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { ConfigSchema } from '../src/config.ts'
+import { ChildHandle } from './ipc.ts'
+import type { CancelRecord, Counters, LoadGroup, OpenResult, Sample, Status } from './load-client.ts'
+import type { ServerStats } from './server-stats.ts'
+import { sumCounts } from './stats.ts'
+
+const here = import.meta.dirname
+const START_TIMEOUT_MS = 20_000
+const STOP_TIMEOUT_MS = 5000
+/** Generous: a saturated child answers late (its IPC waits behind everything queued before it). */
+const REQUEST_TIMEOUT_MS = 30_000
+
+/** Signs the load clients' tokens and verifies them in both servers. */
+export const BENCH_SECRET = 'bench-secret-bench-secret-bench-secret!'
+
+/**
+ * The orchestrator's environment without anything the service would read as config (a
+ * developer's REDIS_URL or OPENAI_API_KEY must not leak into a server under test).
+ */
+export function cleanEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const clean = { ...env }
+  for (const key of Object.keys(ConfigSchema.properties)) delete clean[key]
+  return clean
+}
+
+export interface UpstreamHandle {
+  baseURL: string
+  /** hrtime (ns) at which the upstream saw each id-carrying request closed by its client. */
+  closedAt: Map<string, number>
+  stop(): Promise<void>
+}
+
+export async function startUpstream(): Promise<UpstreamHandle> {
+  const child = new ChildHandle(join(here, 'upstream.ts'), { env: cleanEnv(), label: 'upstream' })
+  const closedAt = new Map<string, number>()
+  child.on('closed', (data) => {
+    const { id, atNs } = data as { id: string; atNs: number }
+    closedAt.set(id, atNs)
+  })
+  const { baseURL } = await child.once<{ baseURL: string }>('ready', START_TIMEOUT_MS)
+  return { baseURL, closedAt, stop: () => child.stop(STOP_TIMEOUT_MS) }
+}
+
+export type ServerKind = 'project' | 'baseline'
+
+export interface ServerOptions {
+  provider: 'mock' | 'openai'
+  upstreamURL: string
+  logLevel: 'warn' | 'info'
+  /** When profiling: --cpu-prof profiles go to <profileDir>/<kind>/. */
+  profileDir?: string
+}
+
+/**
+ * The project's config for the bench: the shipped defaults except what a load test must
+ * lift (per-user caps: every client is its own user anyway), an instant mock, history kept
+ * short (the baseline keeps none, and history would grow every upstream request), and no
+ * grace periods (runs of dropped clients end at once, shutdown is immediate).
+ */
+export function serverEnv(kind: ServerKind, options: ServerOptions): NodeJS.ProcessEnv {
+  const common = {
+    JWT_SECRET: BENCH_SECRET,
+    MODEL_PROVIDER: options.provider,
+    MOCK_TOKEN_DELAY_MS: '0',
+    OPENAI_BASE_URL: options.upstreamURL,
+    PORT: '0',
+  }
+  if (kind === 'baseline') return { ...cleanEnv(), ...common }
+  return {
+    ...cleanEnv(),
+    ...common,
+    NODE_ENV: 'production',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: options.logLevel,
+    OPENAI_API_KEY: 'bench',
+    HISTORY_MAX_MESSAGES: '2',
+    MAX_CONNECTIONS_PER_USER: '1000',
+    RATE_LIMIT_MESSAGES: '100000000',
+    RESUME_GRACE_MS: '0',
+    SHUTDOWN_GRACE_MS: '0',
+  }
+}
+
+/** Kernel clock ticks per second, the unit of /proc/<pid>/stat times. */
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim())
+
+/** utime + stime (clock ticks) from a /proc/<pid>/stat line; the command name may hold spaces and parentheses. */
+export function cpuTicks(stat: string): number {
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  // After the name: state is field 3 of the man page, utime 14, stime 15.
+  return Number(fields[11]) + Number(fields[12])
+}
+
+/** CPU time (user + system) the process has used, µs, at clock-tick resolution. */
+export function cpuTimeUs(pid: number): number {
+  return (cpuTicks(readFileSync(`/proc/${pid}/stat`, 'utf8')) * 1e6) / CLOCK_TICKS
+}
+
+export interface ServerHandle {
+  kind: ServerKind
+  url: string
+  pid: number
+  /** Memory as the server reports it (IPC: ask when it is idle). */
+  stats(options: { gc: boolean }): Promise<ServerStats>
+  /** CPU time used so far, µs (/proc, answered even when the server is saturated). */
+  cpuUs(): number
+  stop(): Promise<void>
+}
+
+export async function startServer(kind: ServerKind, options: ServerOptions): Promise<ServerHandle> {
+  const file = join(here, kind === 'project' ? 'project-server.ts' : 'baseline-server.ts')
+  const execArgv = ['--expose-gc']
+  if (options.profileDir) execArgv.push('--cpu-prof', `--cpu-prof-dir=${join(options.profileDir, kind)}`)
+  const child = new ChildHandle(file, { env: serverEnv(kind, options), execArgv, label: `${kind} server` })
+  const { port } = await child.once<{ port: number }>('ready', START_TIMEOUT_MS)
+  return {
+    kind,
+    url: `ws://127.0.0.1:${port}/ws/agent`,
+    pid: child.pid,
+    stats: (statsOptions) => child.request<ServerStats>('stats', statsOptions, REQUEST_TIMEOUT_MS),
+    cpuUs: () => cpuTimeUs(child.pid),
+    stop: () => child.stop(STOP_TIMEOUT_MS),
+  }
+}
+
+/** `total` split over `parts` as evenly as possible. */
+export function share(total: number, parts: number, index: number): number {
+  return Math.floor(total / parts) + (index < total % parts ? 1 : 0)
+}
+
+export function mergeSamples(samples: readonly Sample[]): Sample {
+  const counters: Counters = { tokenFrames: 0, completes: 0, cancelled: 0, words: 0, framesInCompleted: 0, errors: {} }
+  const latenciesUs: number[] = []
+  const cancels: CancelRecord[] = []
+  let atNs = 0
+  for (const sample of samples) {
+    counters.tokenFrames += sample.counters.tokenFrames
+    counters.completes += sample.counters.completes
+    counters.cancelled += sample.counters.cancelled
+    counters.words += sample.counters.words
+    counters.framesInCompleted += sample.counters.framesInCompleted
+    latenciesUs.push(...sample.latenciesUs)
+    cancels.push(...sample.cancels)
+    atNs = Math.max(atNs, sample.atNs)
+  }
+  counters.errors = sumCounts(samples.map((sample) => sample.counters.errors))
+  return { counters, latenciesUs, cancels, atNs }
+}
+
+/** A group as the orchestrator states it: `count` connections over all workers. */
+export type GroupSpec = Omit<LoadGroup, 'from'>
+
+/** The load workers, driven together: counts are totals, split evenly over the workers. */
+export class LoadPool {
+  readonly #workers: ChildHandle[]
+  readonly #localAddresses: string[]
+
+  private constructor(workers: ChildHandle[], localAddresses: string[]) {
+    this.#workers = workers
+    this.#localAddresses = localAddresses
+  }
+
+  static async start(workers: number, sourceAddresses: number): Promise<LoadPool> {
+    const children = Array.from(
+      { length: workers },
+      (_, i) => new ChildHandle(join(here, 'load-client.ts'), { env: { ...cleanEnv(), BENCH_WORKER_NAME: `w${i}` }, label: `load worker ${i}` }),
+    )
+    const pool = new LoadPool(children, Array.from({ length: sourceAddresses }, (_, i) => `127.0.0.${i + 2}`))
+    await Promise.all(children.map((child) => child.once('ready', START_TIMEOUT_MS)))
+    return pool
+  }
+
+  #all<T>(cmd: string, args: (index: number) => unknown, timeoutMs = REQUEST_TIMEOUT_MS): Promise<T[]> {
+    return Promise.all(this.#workers.map((worker, i) => worker.request<T>(cmd, args(i), timeoutMs)))
+  }
+
+  /** Opens `total` authenticated connections, `inflight` handshakes at a time over all workers. */
+  async open(url: string, total: number, inflight: number, timeoutMs: number): Promise<OpenResult> {
+    const parts = this.#workers.length
+    const results = await this.#all<OpenResult>(
+      'open',
+      (i) => ({
+        url,
+        secret: BENCH_SECRET,
+        count: share(total, parts, i),
+        inflight: Math.max(1, share(inflight, parts, i)),
+        localAddresses: this.#localAddresses,
+        timeoutMs,
+      }),
+      timeoutMs + 60_000,
+    )
+    return {
+      opened: results.reduce((sum, r) => sum + r.opened, 0),
+      failed: results.reduce((sum, r) => sum + r.failed, 0),
+      startNs: Math.min(...results.map((r) => r.startNs)),
+      endNs: Math.max(...results.map((r) => r.endNs)),
+      errors: results.flatMap((r) => r.errors),
+    }
+  }
+
+  /** Starts the groups' chat loops on the open connections, first group on the first ones. */
+  async run(groups: readonly GroupSpec[]): Promise<void> {
+    const parts = this.#workers.length
+    await this.#all('run', (i) => {
+      let from = 0
+      return {
+        groups: groups.map((group) => {
+          const count = share(group.count, parts, i)
+          const placed = { ...group, from, count }
+          from += count
+          return placed
+        }),
+      }
+    })
+  }
+
+  async sample(): Promise<Sample> {
+    return mergeSamples(await this.#all<Sample>('sample', () => null))
+  }
+
+  async waitRuns(timeoutMs: number): Promise<number> {
+    const results = await this.#all<{ unfinished: number }>('waitRuns', () => ({ timeoutMs }), timeoutMs + REQUEST_TIMEOUT_MS)
+    return results.reduce((sum, r) => sum + r.unfinished, 0)
+  }
+
+  async halt(timeoutMs = 5000): Promise<number> {
+    const results = await this.#all<{ stuck: number }>('halt', () => ({ timeoutMs }), timeoutMs + REQUEST_TIMEOUT_MS)
+    return results.reduce((sum, r) => sum + r.stuck, 0)
+  }
+
+  async status(): Promise<Status> {
+    const results = await this.#all<Status>('status', () => null)
+    return { open: results.reduce((sum, r) => sum + r.open, 0), unexpectedCloses: sumCounts(results.map((r) => r.unexpectedCloses)) }
+  }
+
+  async closeAll(timeoutMs = 10_000): Promise<void> {
+    await this.#all('closeAll', () => ({ timeoutMs }), timeoutMs + REQUEST_TIMEOUT_MS)
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.#workers.map((worker) => worker.stop(STOP_TIMEOUT_MS)))
+  }
+}

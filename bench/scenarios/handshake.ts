@@ -1,0 +1,40 @@
+/**
+ * (b) Handshake rate, JWT verification included: `handshakes` connections opened with
+ * `handshakeInflight` in flight; connects/s and server CPU µs per handshake, median over
+ * repetitions that alternate which server goes first. A short warm-up opens and closes a
+ * few connections first, so the JIT is not measured.
+ */
+import type { ServerKind } from '../children.ts'
+import { HANDSHAKE_TIMEOUT_MS, measureHandshakes, sideOrder, withServer, type BenchContext, type HandshakeFigures } from '../context.ts'
+import { row, type ScenarioResult } from '../report.ts'
+import { median } from '../stats.ts'
+
+export async function handshake(ctx: BenchContext): Promise<ScenarioResult> {
+  const { sizes } = ctx
+  const reps: Record<ServerKind, HandshakeFigures[]> = { project: [], baseline: [] }
+  for (let rep = 0; rep < sizes.handshakeReps; rep++) {
+    for (const kind of sideOrder(rep)) {
+      ctx.progress(`handshake: ${kind}, ${sizes.handshakes} connections (repetition ${rep + 1})`)
+      reps[kind].push(
+        await withServer(ctx, kind, {}, async (server) => {
+          await ctx.pool.open(server.url, Math.ceil(sizes.handshakes / 10), sizes.handshakeInflight, HANDSHAKE_TIMEOUT_MS)
+          await ctx.pool.closeAll()
+          return measureHandshakes(ctx, server, sizes.handshakes)
+        }),
+      )
+    }
+  }
+  const med = (kind: ServerKind, pick: (figures: HandshakeFigures) => number | null) =>
+    median(reps[kind].map(pick).filter((value): value is number => value !== null))
+  const label = `${sizes.handshakes} connects, ${sizes.handshakeInflight} in flight`
+  return {
+    scenario: 'handshake',
+    rows: [
+      row({ scenario: 'handshake', case: label, metric: 'handshakes per second', unit: '1/s', project: med('project', (f) => f.perSecond), baseline: med('baseline', (f) => f.perSecond), target: { kind: 'ratio-at-least', value: 0.8 } }),
+      row({ scenario: 'handshake', case: label, metric: 'server CPU per handshake', unit: 'µs', project: med('project', (f) => f.cpuUsPerHandshake), baseline: med('baseline', (f) => f.cpuUsPerHandshake), target: { kind: 'none' } }),
+      row({ scenario: 'handshake', case: label, metric: 'failed handshakes', unit: 'count', project: reps.project.reduce((sum, f) => sum + f.failed, 0), baseline: reps.baseline.reduce((sum, f) => sum + f.failed, 0), target: { kind: 'equals', value: 0 } }),
+    ],
+    details: reps,
+    histograms: [],
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * (d) Added latency: the upstream stamps each token with its hrtime at emission
+ * (CLOCK_MONOTONIC, one clock for every process on the machine); the client subtracts it
+ * from its own at receipt. Paced probe sessions alone (light load); beside paced background
+ * sessions (heavy load, below saturation); beside flooding sessions (saturated: the server
+ * cannot keep up, latency is queueing, reported for information). Both servers pay the same
+ * two loopback hops, so the difference between them is what the server adds.
+ */
+import type { GroupSpec, ServerKind } from '../children.ts'
+import { HANDSHAKE_TIMEOUT_MS, measureWindow, sideOrder, withServer, type BenchContext } from '../context.ts'
+import { floodPrompt, pacedPrompt } from '../prompts.ts'
+import { row, type HistogramSeries, type Row, type ScenarioResult, type Target } from '../report.ts'
+import type { ServerStats } from '../server-stats.ts'
+import { pick, summarize } from '../stats.ts'
+
+/** The target: project p99 at most the baseline's plus this (µs). */
+const ADDED_P99_BUDGET_US = 1000
+
+interface Load {
+  name: string
+  label: string
+  groups: GroupSpec[]
+  p99Target: Target
+}
+
+interface LatencySide {
+  samples: number[]
+  cpuShare: number
+  loop: Pick<ServerStats, 'loopDelayP99Us' | 'loopDelayMaxUs' | 'gcPauseTotalUs' | 'gcPauseMaxUs'>
+}
+
+function loads(ctx: BenchContext): Load[] {
+  const { sizes } = ctx
+  const paced = (count: number, stamped: boolean): GroupSpec => ({
+    count,
+    prompt: pacedPrompt(sizes.latencyTokens, sizes.latencyIntervalMs),
+    stamped,
+    cancelAfterTokens: null,
+    maxRuns: null,
+    gapMs: 0,
+  })
+  const probes = paced(sizes.latencyProbes, true)
+  const flood: GroupSpec = { count: sizes.loadSessions, prompt: floodPrompt(sizes.fanoutTokens), stamped: false, cancelAfterTokens: null, maxRuns: null, gapMs: 0 }
+  const background = sizes.latencyBackground
+  const budget: Target = { kind: 'plus-at-most', value: ADDED_P99_BUDGET_US }
+  return [
+    { name: 'light load', label: `${probes.count} paced sessions`, groups: [probes], p99Target: budget },
+    { name: 'heavy load', label: `${probes.count} + ${background} paced sessions`, groups: [probes, paced(background, false)], p99Target: budget },
+    { name: 'saturated', label: `${probes.count} paced + ${flood.count} flooding sessions`, groups: [probes, flood], p99Target: { kind: 'none' } },
+  ]
+}
+
+export async function latency(ctx: BenchContext): Promise<ScenarioResult> {
+  const { sizes } = ctx
+  const levels = loads(ctx)
+  const measured: Record<string, Partial<Record<ServerKind, LatencySide>>> = {}
+  for (const kind of sideOrder(1)) {
+    await withServer(ctx, kind, { provider: 'openai' }, async (server) => {
+      await ctx.pool.open(server.url, sizes.latencyProbes + Math.max(sizes.latencyBackground, sizes.loadSessions), sizes.handshakeInflight, HANDSHAKE_TIMEOUT_MS)
+      for (const load of levels) {
+        ctx.progress(`latency: ${kind}, ${load.name}`)
+        await ctx.pool.run(load.groups)
+        await server.stats({ gc: false })
+        const window = await measureWindow(ctx, server)
+        const { loopDelayP99Us, loopDelayMaxUs, gcPauseTotalUs, gcPauseMaxUs } = await server.stats({ gc: false })
+        await ctx.pool.halt()
+        const loop = { loopDelayP99Us, loopDelayMaxUs, gcPauseTotalUs, gcPauseMaxUs }
+        ;(measured[load.name] ??= {})[kind] = { samples: window.sample.latenciesUs, cpuShare: window.cpuShare, loop }
+      }
+    })
+  }
+  const rows: Row[] = []
+  const histograms: HistogramSeries[] = []
+  const details: Record<string, unknown> = {}
+  for (const load of levels) {
+    const { project, baseline } = measured[load.name] as Record<ServerKind, LatencySide>
+    const summary = { project: summarize(project.samples), baseline: summarize(baseline.samples) }
+    const common = { scenario: 'latency', case: `${load.name}: ${load.label}`, unit: 'µs' } as const
+    rows.push(
+      row({ ...common, metric: 'added latency p50', project: pick(summary.project, 'p50'), baseline: pick(summary.baseline, 'p50'), target: { kind: 'none' } }),
+      row({ ...common, metric: 'added latency p99', project: pick(summary.project, 'p99'), baseline: pick(summary.baseline, 'p99'), target: load.p99Target }),
+      row({ ...common, metric: 'server event-loop delay p99', project: project.loop.loopDelayP99Us, baseline: baseline.loop.loopDelayP99Us, target: { kind: 'none' } }),
+      row({ ...common, metric: 'server longest GC pause', project: project.loop.gcPauseMaxUs, baseline: baseline.loop.gcPauseMaxUs, target: { kind: 'none' } }),
+    )
+    histograms.push({ panel: common.case, side: 'project', samples: project.samples }, { panel: common.case, side: 'baseline', samples: baseline.samples })
+    details[load.name] = {
+      project: { summary: summary.project, cpuShare: project.cpuShare, ...project.loop },
+      baseline: { summary: summary.baseline, cpuShare: baseline.cpuShare, ...baseline.loop },
+    }
+  }
+  return { scenario: 'latency', rows, details, histograms }
+}
