@@ -37,6 +37,9 @@ export interface AgentOutcome {
   reason?: string
 }
 
+/** The longest a run relays chunks without letting other work in. */
+const YIELD_AFTER_MS = 2
+
 interface PendingCall {
   id: string
   name: string
@@ -83,11 +86,23 @@ export async function runAgent(input: AgentRunInput, progress: AgentProgress): P
   const { signal } = input
   const messages = [...input.messages]
   const tools = input.tools.openAITools()
+  let sliceStart = 0
+  let lastChunkAt = 0
   for (let round = 0; ; round++) {
     const calls: PendingCall[] = []
     let finish: string | undefined
     for await (const chunk of input.model.stream({ messages, tools, signal })) {
       signal.throwIfAborted()
+      // One upstream read can hold hundreds of chunks, all relayed as microtasks: give the
+      // event loop back now and then, so cancels and other sockets are served meanwhile. A
+      // chunk that comes after a wait starts a new slice (the loop had its turn).
+      const now = performance.now()
+      if (now - lastChunkAt > YIELD_AFTER_MS) sliceStart = now
+      else if (now - sliceStart > YIELD_AFTER_MS) {
+        await new Promise(setImmediate)
+        signal.throwIfAborted()
+        sliceStart = performance.now()
+      }
       if (chunk.type === 'text') {
         progress.content += chunk.text
         progress.pendingText += chunk.text
@@ -102,6 +117,7 @@ export async function runAgent(input: AgentRunInput, progress: AgentProgress): P
       } else {
         finish = chunk.reason
       }
+      lastChunkAt = performance.now()
     }
     signal.throwIfAborted()
     const requested = calls.filter(Boolean)

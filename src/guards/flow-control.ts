@@ -1,8 +1,8 @@
-import type { Duplex } from 'node:stream'
 import type { FastifyBaseLogger } from 'fastify'
 import type { WebSocket } from 'ws'
 import { CloseCode, CloseReason } from '../protocol/index.ts'
 import type { Subscriber } from '../sessions/subscriber.ts'
+import { rawSocket } from '../ws/raw-socket.ts'
 
 /** A subscriber whose socket flow control can watch and close: the WebSocket Connection. */
 export interface Throttleable extends Subscriber {
@@ -28,15 +28,6 @@ const DEFAULT_POLL_MS = 100
 function isThrottleable(subscriber: Subscriber): subscriber is Throttleable {
   const candidate = subscriber as Partial<Throttleable>
   return typeof candidate.close === 'function' && typeof candidate.socket?.once === 'function'
-}
-
-/**
- * The TCP socket under a ws WebSocket. ws has no public 'drain'; its `bufferedAmount` is this
- * socket's write queue, which emits 'drain' once flushed after a write was refused — always
- * the case above our mark, which is above the socket's own high-water mark.
- */
-function rawSocket(socket: WebSocket): Duplex | undefined {
-  return (socket as unknown as { _socket?: Duplex | null })._socket ?? undefined
 }
 
 /**

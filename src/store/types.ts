@@ -154,6 +154,10 @@ export interface FinishRun {
 }
 
 export function serializeEvent(event: UnsequencedRunEvent, seq: number): string {
+  // The hot path (one per model delta), written out: the same bytes as the general case.
+  if (event.type === 'token') {
+    return `{"type":"token","session_id":${JSON.stringify(event.session_id)},"seq":${seq},"content":${JSON.stringify(event.content)},"metadata":{"run_id":${JSON.stringify(event.metadata.run_id)}}}`
+  }
   // type, session_id, seq first: readable on the wire, and the same bytes on every replay.
   const { type, session_id, ...rest } = event
   return JSON.stringify({ type, session_id, seq, ...rest })

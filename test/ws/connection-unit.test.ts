@@ -17,6 +17,8 @@ class FakeSocket extends EventEmitter {
   closes: Array<[number, string]> = []
   terminated = 0
   sent: string[] = []
+  /** The TCP socket under it: Connection corks it to batch a burst of frames into one write. */
+  readonly _socket = { corked: 0, cork: () => void this._socket.corked++, uncork: () => void this._socket.corked-- }
   close(code: number, reason: string): void {
     this.closes.push([code, reason])
     this.readyState = this.CLOSING
@@ -92,6 +94,24 @@ t.test('a token already expired when the connection starts closes at once', asyn
   mock.timers.tick(0)
   t.same(socket.closes, [[4001, 'token expired']])
   socket.emit('close', 4001)
+})
+
+t.test('a burst of frames is written in one go: corked on the first, uncorked once the burst is done', async (t) => {
+  const socket = new FakeSocket()
+  const conn = connection(socket, Math.floor(Date.now() / 1000) + 60)
+  for (let i = 0; i < 5; i++) conn.deliver(`{"n":${i}}`)
+  t.equal(socket._socket.corked, 1, 'corked once for the whole burst')
+  await Promise.resolve()
+  conn.deliver('{"n":5}')
+  t.equal(socket._socket.corked, 1, 'microtasks of the same burst join it')
+  await new Promise((resolve) => process.nextTick(resolve))
+  t.equal(socket._socket.corked, 0, 'uncorked after the burst')
+  t.equal(socket.sent.length, 6)
+  conn.deliver('{"n":6}')
+  t.equal(socket._socket.corked, 1, 'the next burst corks again')
+  await new Promise((resolve) => setImmediate(resolve))
+  t.equal(socket._socket.corked, 0)
+  socket.emit('close', 1000)
 })
 
 t.test('nothing is sent once the socket is no longer open', async (t) => {
