@@ -1,13 +1,14 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.ts'
-import { ConfigError, loadConfig, type Config } from './config.ts'
+import { loadConfig, type Config } from './config.ts'
+import { shutdown } from './shutdown.ts'
 
 let config: Config
 try {
   config = loadConfig()
 } catch (err) {
-  if (!(err instanceof ConfigError)) throw err
-  process.stderr.write(`agent-gateway: ${err.message}\n`)
+  // A bad variable (ConfigError names it) or an unreadable .dev-secret: say which, and stop.
+  process.stderr.write(`agent-gateway: ${(err as Error).message}\n`)
   process.exit(1)
 }
 
@@ -21,11 +22,6 @@ if (config.devSecretFile) {
 }
 
 // Past the grace the runs are cancelled; a little more covers closing the sockets and the store.
-closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS + 4000, logger: app.log }, async ({ signal, err }) => {
-  if (err) app.log.error({ err }, 'shutting down after an error')
-  else app.log.info({ signal }, 'shutting down')
-  await app.drain()
-  await app.close()
-})
+closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS + 4000, logger: app.log }, shutdown(app))
 
 await app.listen({ host: config.HOST, port: config.PORT })
