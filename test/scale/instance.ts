@@ -26,6 +26,21 @@ interface Tap {
 
 const KEPT_LOG_LINES = 200
 
+/** The lease the scale tests give their instances: a killed instance's runs end sooner. */
+export const TEST_LEASE_MS = 3000
+
+/** Instances sharing the test's Redis (under its key prefix) and streaming from `upstreamURL`. */
+export function sharedEnv(redis: { url: string; prefix: string }, upstreamURL: string): Record<string, string> {
+  return {
+    REDIS_URL: redis.url,
+    REDIS_KEY_PREFIX: redis.prefix,
+    MODEL_PROVIDER: 'openai',
+    OPENAI_BASE_URL: upstreamURL,
+    OPENAI_API_KEY: 'test',
+    RUN_LEASE_MS: String(TEST_LEASE_MS),
+  }
+}
+
 /**
  * Starts an instance on a free port (PORT=0; the port is read from its "listening" log line)
  * with `env` on top of a test baseline, and waits until it is ready. Stopped at teardown.

@@ -4,10 +4,10 @@ import { signToken } from '../helpers/app.ts'
 import { createFakeUpstream, textSteps } from '../helpers/fake-upstream.ts'
 import { useRedis } from '../helpers/redis.ts'
 import { bearer, connect, type Frame } from '../helpers/ws-client.ts'
-import { startInstance } from './instance.ts'
+import { sharedEnv, startInstance, TEST_LEASE_MS } from './instance.ts'
 
 /** RUN_LEASE_MS of the instances: a dead instance's run ends within this + 2 s. */
-const LEASE_MS = 3000
+const LEASE_MS = TEST_LEASE_MS
 
 const words = (count: number) => Array.from({ length: count }, (_, i) => ` w${i}`)
 const isResumed = (frame: Frame) => frame.type === 'status' && frame.content === 'resumed'
@@ -17,14 +17,7 @@ t.test('two instances in separate processes, sharing one Redis', async (t) => {
   if (!redis) return
   const upstream = await createFakeUpstream(() => ({ steps: textSteps(words(60), { delayMs: 20 }) }))
   t.teardown(() => upstream.close())
-  const env = {
-    REDIS_URL: redis.url,
-    REDIS_KEY_PREFIX: redis.prefix,
-    MODEL_PROVIDER: 'openai',
-    OPENAI_BASE_URL: upstream.baseURL,
-    OPENAI_API_KEY: 'test',
-    RUN_LEASE_MS: String(LEASE_MS),
-  }
+  const env = sharedEnv(redis, upstream.baseURL)
   const [a, b] = await Promise.all([startInstance(t, env), startInstance(t, env)])
   const token = signToken(`user-${randomUUID()}`)
 

@@ -10,7 +10,7 @@ import { signToken } from '../helpers/app.ts'
 import { createFakeUpstream, textSteps } from '../helpers/fake-upstream.ts'
 import { freePort, useRedis } from '../helpers/redis.ts'
 import { TestClient, bearer, type Frame } from '../helpers/ws-client.ts'
-import { startInstance } from './instance.ts'
+import { sharedEnv, startInstance } from './instance.ts'
 
 const CLIENTS = 50
 const nginxConf = readFileSync(new URL('../../deploy/nginx.conf', import.meta.url), 'utf8')
@@ -94,16 +94,7 @@ t.test('50 clients through nginx: an instance dies, every client reconnects and 
   if (!redis) return
   const upstream = await createFakeUpstream(() => ({ steps: textSteps(Array.from({ length: 40 }, (_, i) => ` w${i}`), { delayMs: 50 }) }))
   t.teardown(() => upstream.close())
-  const env = {
-    REDIS_URL: redis.url,
-    REDIS_KEY_PREFIX: redis.prefix,
-    MODEL_PROVIDER: 'openai',
-    OPENAI_BASE_URL: upstream.baseURL,
-    OPENAI_API_KEY: 'test',
-    TRUST_PROXY: 'true',
-    // A short lease: the killed instance's runs are ended as interrupted sooner.
-    RUN_LEASE_MS: '3000',
-  }
+  const env = { ...sharedEnv(redis, upstream.baseURL), TRUST_PROXY: 'true' }
   const instances = await Promise.all([startInstance(t, env), startInstance(t, env)])
 
   const port = await freePort()
