@@ -1,10 +1,12 @@
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import type { ValueError } from '@sinclair/typebox/value'
-import { clientFrameSchemas, type ClientFrame, type ClientFrameType } from './client-frames.ts'
+import { clientFrameSchemas, SessionId, type ClientFrame, type ClientFrameType } from './client-frames.ts'
 
 const validators = Object.fromEntries(
   Object.entries(clientFrameSchemas).map(([type, schema]) => [type, TypeCompiler.Compile(schema)]),
 ) as { [K in ClientFrameType]: ReturnType<typeof TypeCompiler.Compile<(typeof clientFrameSchemas)[K]>> }
+
+const validSessionId = TypeCompiler.Compile(SessionId)
 
 const frameTypes = Object.keys(clientFrameSchemas).join(', ')
 
@@ -14,10 +16,10 @@ function isFrameType(value: unknown): value is ClientFrameType {
   return typeof value === 'string' && Object.hasOwn(clientFrameSchemas, value)
 }
 
-/** A session id worth echoing in the error, only when it is a plain short string. */
+/** A session id worth echoing in the error, only when it is a valid one. */
 function sessionIdOf(value: Record<string, unknown>): string {
   const id = value.session_id
-  return typeof id === 'string' && id.length <= 128 && /^[A-Za-z0-9_-]+$/.test(id) ? id : ''
+  return validSessionId.Check(id) ? id : ''
 }
 
 /**

@@ -45,23 +45,21 @@ export class MemorySessionStore implements SessionStore {
 
   /** Forgets idle sessions past their TTL; sessions with a run or a watcher are not idle. */
   sweep(): void {
-    const cutoff = this.#now() - this.#ttlMs
-    for (const [id, session] of this.#sessions) {
-      if (session.updatedAt < cutoff && !session.active && session.watchers.size === 0) {
-        this.#sessions.delete(id)
-        this.onExpire(id)
-      }
-    }
+    const now = this.#now()
+    for (const session of this.#sessions.values()) this.#expireIfIdle(session, now)
+  }
+
+  /** Forgets the session when it is idle past its TTL; true when it did. */
+  #expireIfIdle(session: MemorySession, now: number): boolean {
+    if (session.updatedAt >= now - this.#ttlMs || session.active || session.watchers.size > 0) return false
+    this.#sessions.delete(session.id)
+    this.onExpire(session.id)
+    return true
   }
 
   #live(sessionId: string): MemorySession | undefined {
     const session = this.#sessions.get(sessionId)
-    if (session && session.updatedAt < this.#now() - this.#ttlMs && !session.active && session.watchers.size === 0) {
-      this.#sessions.delete(sessionId)
-      this.onExpire(sessionId)
-      return undefined
-    }
-    return session
+    return session && !this.#expireIfIdle(session, this.#now()) ? session : undefined
   }
 
   async get(sessionId: string): Promise<SessionRecord | null> {
