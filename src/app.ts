@@ -1,6 +1,6 @@
 import { hostname } from 'node:os'
 import { randomUUID } from 'node:crypto'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import type { Config } from './config.ts'
 import { loggerOptions } from './logger.ts'
 import authPlugin from './plugins/auth.ts'
@@ -13,7 +13,7 @@ import demoRoutes from './routes/demo.ts'
 import sessionRoutes from './routes/sessions.ts'
 import protocolRoutes from './routes/protocol.ts'
 import agentRoute from './ws/route.ts'
-import { createMemoryBackend } from './store/memory.ts'
+import backendPlugin from './plugins/backend.ts'
 import type { Backend } from './store/types.ts'
 import type { ModelClient } from './agent/models/types.ts'
 import { createModel } from './agent/models/index.ts'
@@ -33,18 +33,6 @@ export interface AppOverrides {
   logStream?: { write(line: string): void }
 }
 
-async function createBackend(config: Config, logger: FastifyBaseLogger): Promise<Backend> {
-  if (!config.REDIS_URL) return createMemoryBackend({ ttlSeconds: config.SESSION_TTL_SECONDS, maxEvents: config.RESUME_BUFFER_EVENTS })
-  const { createRedisBackend } = await import('./store/redis/index.ts')
-  return createRedisBackend({
-    url: config.REDIS_URL,
-    keyPrefix: config.REDIS_KEY_PREFIX,
-    ttlSeconds: config.SESSION_TTL_SECONDS,
-    maxEvents: config.RESUME_BUFFER_EVENTS,
-    logger,
-  })
-}
-
 /** Builds the whole service; the server and every test use this same function. */
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<FastifyInstance> {
   const app = Fastify({
@@ -57,17 +45,10 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   await app.register(metricsPlugin, { token: config.METRICS_TOKEN })
   const model = overrides.model ?? createModel(config, app.log, app.metrics.upstreamObserver)
   const tools = createToolRegistry([...selectBuiltinTools(config.TOOLS), ...(overrides.tools ?? [])])
-  const backend = overrides.backend ?? (await createBackend(config, app.log))
-  // onClose hooks run last-added first: added before the plugins, this runs after all of them.
-  app.addHook('onClose', async () => {
-    await backend.events.close()
-    await backend.sessions.close()
-    await backend.control.close()
-  })
-
+  await app.register(backendPlugin, { config, instanceId, backend: overrides.backend })
   await app.register(authPlugin, { config })
-  await app.register(guardsPlugin, { config, backend, instanceId, ...(overrides.guards ? { tuning: overrides.guards } : {}) })
-  await app.register(sessionsPlugin, { config, backend, model, tools, instanceId, observer: app.metrics.runObserver, flowControl: app.guards.flowControl })
+  await app.register(guardsPlugin, { config, ...(overrides.guards ? { tuning: overrides.guards } : {}) })
+  await app.register(sessionsPlugin, { config, model, tools })
   await app.register(lifecyclePlugin, { shutdownGraceMs: config.SHUTDOWN_GRACE_MS })
   await app.register(healthRoutes)
   if (config.demoUi) await app.register(demoRoutes, { config })

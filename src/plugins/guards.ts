@@ -1,11 +1,9 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Config } from '../config.ts'
-import type { Backend } from '../store/types.ts'
 import { CloseCode, CloseReason } from '../protocol/index.ts'
 import { createFrameRateLimiter } from '../guards/rate-limit.ts'
 import { createMemoryConnectionCounter, type ConnectionCounter } from '../guards/connection-limit.ts'
-import { createFlowControl, type FlowControl } from '../guards/flow-control.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -30,8 +28,9 @@ export interface Guards {
   reserveConnection(request: FastifyRequest): Promise<void>
   /** Why an authenticated upgrade must be closed at once, if it must. */
   refusal(request: FastifyRequest): { code: CloseCode; reason: string } | undefined
-  flowControl: FlowControl
   invalidFrames: { limit: number; windowMs: number }
+  /** Unsent bytes a socket may hold before reading pauses and its runs wait (protocol.md §6). */
+  highWaterMark: number
 }
 
 /** Limits that are not configuration: sensible for every deployment, tunable by tests. */
@@ -55,13 +54,12 @@ export const defaultGuardTuning: GuardTuning = {
 
 export interface GuardsPluginOptions {
   config: Config
-  backend: Backend
-  instanceId: string
   tuning?: Partial<GuardTuning>
 }
 
 async function guardsPlugin(app: FastifyInstance, options: GuardsPluginOptions) {
-  const { config, backend, instanceId } = options
+  const { config } = options
+  const { backend, instanceId } = app
   const tuning = { ...defaultGuardTuning, ...options.tuning }
   const { redis } = backend
   const keyPrefix = backend.keyPrefix ?? config.REDIS_KEY_PREFIX
@@ -78,6 +76,8 @@ async function guardsPlugin(app: FastifyInstance, options: GuardsPluginOptions) 
         instanceId,
         log: app.log,
         keyPrefix: `${keyPrefix}connections:`,
+        // A dead instance's slots lapse like its runs' leases (protocol.md §5).
+        instanceTtlMs: config.RUN_LEASE_MS,
       })
     : createMemoryConnectionCounter(config.MAX_CONNECTIONS_PER_USER)
 
@@ -119,7 +119,7 @@ async function guardsPlugin(app: FastifyInstance, options: GuardsPluginOptions) 
     admit: (connection) => rateLimiter.consume(connection.userId),
     reserveConnection,
     refusal,
-    flowControl: createFlowControl({ highWaterMark: tuning.highWaterMark, slowClientTimeoutMs: config.SLOW_CLIENT_TIMEOUT_MS, log: app.log }),
+    highWaterMark: tuning.highWaterMark,
     invalidFrames: { limit: tuning.invalidFrameLimit, windowMs: tuning.invalidFrameWindowMs },
   }
   app.decorate('guards', guards)
@@ -129,4 +129,4 @@ async function guardsPlugin(app: FastifyInstance, options: GuardsPluginOptions) 
   })
 }
 
-export default fp(guardsPlugin, { name: 'guards', fastify: '5.x', dependencies: ['auth'] })
+export default fp(guardsPlugin, { name: 'guards', fastify: '5.x', dependencies: ['auth', 'backend'] })

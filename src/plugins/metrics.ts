@@ -3,7 +3,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { CloseCode, ErrorCode, type FinishReason } from '../protocol/index.ts'
-import type { RunObserver, RunTracker } from '../sessions/registry.ts'
+import type { RunObserver, RunTracker } from '../sessions/run-executor.ts'
 import type { ConnectionObserver } from '../ws/connection.ts'
 import type { UpstreamObserver } from '../agent/models/openai-model.ts'
 
@@ -18,6 +18,8 @@ declare module 'fastify' {
 export interface Metrics {
   registry: Registry
   connectionsActive: Gauge
+  /** Session subscriptions open on this instance: back to its baseline when connections close. */
+  subscriptionsActive: Gauge
   /** result: ok, unauthorized, forbidden_origin, too_many, draining. */
   connectionsOpened: Counter<'result'>
   /** code: a close code of the contract, 1005, 1006, or `other`. */
@@ -114,6 +116,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   const metrics = {
     registry,
     connectionsActive: new Gauge({ name: 'agw_ws_connections_active', help: 'Open agent WebSocket connections', registers }),
+    subscriptionsActive: new Gauge({ name: 'agw_subscriptions_active', help: 'Session subscriptions open on this instance (a connection watching a session)', registers }),
     connectionsOpened: counter('agw_ws_connections_opened_total', 'Upgrade attempts on /ws/agent, by result', ['result']),
     connectionsClosed: counter('agw_ws_connections_closed_total', 'Accepted connections closed, by close code', ['code']),
     framesReceived: counter('agw_ws_frames_received_total', 'Client frames received, by type (invalid: refused by validation)', ['type']),

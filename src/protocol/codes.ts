@@ -10,6 +10,10 @@ export const ErrorCode = {
   upstreamTimeout: 'upstream_timeout',
   payloadTooLarge: 'payload_too_large',
   historyGone: 'history_gone',
+  /** (1.1) The user holds MAX_SESSIONS_PER_USER sessions. */
+  tooManySessions: 'too_many_sessions',
+  /** (1.1) An answer for a tool call that is not waiting. */
+  notPending: 'not_pending',
   internal: 'internal',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
@@ -39,6 +43,12 @@ export const CloseReason = {
   tooManyInvalidFrames: 'too many invalid frames',
   heartbeatTimeout: 'heartbeat timeout',
   storeUnavailable: 'store unavailable',
+  /** (1.1) More than MAX_BUFFERED_BYTES unsent (protocol.md §6). */
+  bufferLimit: 'too much unsent data',
+  /** (1.1) More than MAX_PENDING_FRAMES received frames waiting to be served. */
+  tooManyPendingFrames: 'too many pending frames',
+  /** (1.1) The store lost the session's state (e.g. Redis restarted empty). */
+  sessionLost: 'session state lost',
 } as const
 export type AuthFailure = typeof CloseReason.missingToken | typeof CloseReason.invalidToken | typeof CloseReason.tokenExpired
 

@@ -17,6 +17,8 @@ const specs: Record<ErrorCode, ErrorSpec> = {
   upstream_error: { message: 'the model failed', retryable: true },
   upstream_timeout: { message: 'the model timed out', retryable: true },
   payload_too_large: { message: 'content is too long', retryable: false },
+  too_many_sessions: { message: 'too many sessions: delete one first', retryable: false },
+  not_pending: { message: 'that tool call is not waiting for an answer', retryable: false },
   history_gone: { message: 'those events are no longer held: reload the session', retryable: false },
   internal: { message: 'internal error', retryable: true },
 }

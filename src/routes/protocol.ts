@@ -10,6 +10,7 @@ import {
   serverFrameSchemas,
 } from '../protocol/index.ts'
 import type { Config } from '../config.ts'
+import { defaultGuardTuning } from '../plugins/guards.ts'
 
 type JsonSchema = Record<string, unknown>
 
@@ -25,11 +26,11 @@ const closeGuide: Record<keyof typeof CloseCode, CloseCodeGuide> = {
   goingAway: { meaning: 'going away', reasons: [], client_action: 'reconnect with backoff, then resume' },
   policyViolation: {
     meaning: 'policy violation (abuse, slow client)',
-    reasons: [CloseReason.slowClient, CloseReason.tooManyInvalidFrames],
+    reasons: [CloseReason.slowClient, CloseReason.tooManyInvalidFrames, CloseReason.bufferLimit, CloseReason.tooManyPendingFrames],
     client_action: 'do not retry blindly: fix what the reason names first',
   },
   messageTooBig: { meaning: 'frame larger than limits.max_payload_bytes', reasons: [], client_action: 'fix the client' },
-  internalError: { meaning: 'internal error', reasons: [CloseReason.storeUnavailable], client_action: 'reconnect with backoff, then resume' },
+  internalError: { meaning: 'internal error', reasons: [CloseReason.storeUnavailable, CloseReason.sessionLost], client_action: 'reconnect with backoff, then resume' },
   serviceRestart: { meaning: 'service restart (drain)', reasons: [CloseReason.serviceRestart], client_action: 'reconnect at once (another instance answers), then resume' },
   unauthorized: {
     meaning: 'unauthorized',
@@ -66,8 +67,10 @@ function frameSchema(side: 'client' | 'server', frames: Record<string, TSchema>)
  * plus the codes and this deployment's limits.
  */
 export function protocolDocument(config: Config) {
+  const HIGH_WATER_MARK_BYTES = defaultGuardTuning.highWaterMark
   return {
     version: 1,
+    revision: '1.1',
     subprotocol: SUBPROTOCOL,
     endpoint: '/ws/agent',
     client: frameSchema('client', clientFrameSchemas),
@@ -89,6 +92,13 @@ export function protocolDocument(config: Config) {
       heartbeat_interval_ms: config.HEARTBEAT_INTERVAL_MS,
       resume_grace_ms: config.RESUME_GRACE_MS,
       resume_buffer_events: config.RESUME_BUFFER_EVENTS,
+      session_ttl_seconds: config.SESSION_TTL_SECONDS,
+      max_sessions_per_user: config.MAX_SESSIONS_PER_USER,
+      max_watched_per_connection: config.MAX_WATCHED_PER_CONNECTION,
+      high_water_mark_bytes: HIGH_WATER_MARK_BYTES,
+      max_buffered_bytes: config.MAX_BUFFERED_BYTES,
+      max_pending_frames: config.MAX_PENDING_FRAMES,
+      slow_client_timeout_ms: config.SLOW_CLIENT_TIMEOUT_MS,
     },
   }
 }

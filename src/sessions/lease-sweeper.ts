@@ -1,25 +1,27 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { CompleteFrame } from '../protocol/index.ts'
-import type { ActiveRun, Backend } from '../store/types.ts'
+import type { ActiveRun, Backend, SessionRef } from '../store/types.ts'
 
 export interface LeaseSweeperOptions {
   backend: Backend
-  /** Ends a run atomically, only if its lease expired (Backend.finishRun). */
-  finishRun: NonNullable<Backend['finishRun']>
   intervalMs: number
   historyMaxMessages: number
-  /** Sessions with subscribers on this instance: the only runs it looks after. */
-  watched: () => Iterable<string>
   /** True when this instance executes the run (it renews that lease itself). */
-  runsHere: (sessionId: string, runId: string) => boolean
+  runsHere: (ref: SessionRef, runId: string) => boolean
+  /** A run of a lost instance was ended here. */
+  onInterrupted?: () => void
   log: Pick<FastifyBaseLogger, 'warn'>
 }
 
+/** Expired leases looked at per sweep; more wait for the next one. */
+const SWEEP_BATCH = 100
+
 /**
- * Ends runs whose instance died. The executing instance renews its run's lease; an instance
- * whose subscribers watch a run that runs nowhere (lease expired) logs its `complete` with
- * `finish_reason: "interrupted"`, so no reader hangs. Only the first to notice succeeds: the
- * store appends it only while the lease is expired and the log unchanged, in one atomic step.
+ * Ends runs whose instance died. The executing instance renews its run's lease; the store
+ * indexes leases by expiry, so a sweep costs one read plus one step per *expired* lease,
+ * however many sessions are watched. Only the first instance to notice succeeds: the store
+ * logs the `complete` (`finish_reason: "interrupted"`) only while the lease is expired and the
+ * log unchanged, in one atomic step; from then on the old holder's writes are refused.
  */
 export class LeaseSweeper {
   readonly #options: LeaseSweeperOptions
@@ -40,19 +42,16 @@ export class LeaseSweeper {
     this.#timer = undefined
   }
 
-  /** Checks the run of every watched session once; a sweep still going skips this one. */
   async sweep(): Promise<void> {
     if (this.#sweeping) return
     this.#sweeping = true
     try {
-      for (const sessionId of [...this.#options.watched()]) {
-        try {
-          const active = await this.#options.backend.sessions.activeRun(sessionId)
-          if (active) await this.endIfExpired(sessionId, active)
-        } catch (err) {
-          this.#options.log.warn({ err, sessionId }, 'lease check failed')
-        }
+      for (const { ref, runId } of await this.#options.backend.sessions.expiredLeases(SWEEP_BATCH)) {
+        const active = await this.#options.backend.sessions.activeRun(ref)
+        if (active?.runId === runId) await this.endIfExpired(ref, active)
       }
+    } catch (err) {
+      this.#options.log.warn({ err }, 'lease sweep failed')
     } finally {
       this.#sweeping = false
     }
@@ -62,15 +61,15 @@ export class LeaseSweeper {
    * Ends `active` as interrupted when its lease has expired and it does not run here. True
    * when the run is over (ended by this call or by anybody else meanwhile).
    */
-  async endIfExpired(sessionId: string, active: ActiveRun): Promise<boolean> {
+  async endIfExpired(ref: SessionRef, active: ActiveRun): Promise<boolean> {
     const { backend, log } = this.#options
     // Our clock is a pre-check only; the store decides with its own.
-    if (this.#options.runsHere(sessionId, active.runId) || active.leaseExpiresAt > Date.now()) return false
-    const held = await backend.events.read(sessionId, active.startAfterSeq)
+    if (this.#options.runsHere(ref, active.runId) || active.leaseExpiresAt > Date.now()) return false
+    const held = await backend.events.read(ref, active.startAfterSeq)
     const content = held.events.map((event) => tokenText(event.frame, active.runId)).join('')
     const complete: Omit<CompleteFrame, 'seq'> = {
       type: 'complete',
-      session_id: sessionId,
+      session_id: ref.id,
       content,
       metadata: {
         run_id: active.runId,
@@ -79,16 +78,18 @@ export class LeaseSweeper {
         reason: 'instance lost',
       },
     }
-    const logged = await this.#options.finishRun(sessionId, {
+    const logged = await backend.sessions.finishRun(ref, {
       runId: active.runId,
       event: complete,
+      // What the user saw stays in the conversation, as a finished run's text would.
+      messages: content ? [{ role: 'assistant', content }] : [],
+      maxMessages: this.#options.historyMaxMessages,
       ifLeaseExpired: true,
       ifLastSeq: held.lastSeq,
     })
-    if (!logged) return (await backend.sessions.activeRun(sessionId))?.runId !== active.runId
-    log.warn({ sessionId, runId: active.runId, instanceId: active.instanceId, seq: logged.seq }, 'run interrupted: its instance stopped renewing the lease')
-    // What the user saw stays in the conversation, as a finished run's text would.
-    if (content) await backend.sessions.appendMessages(sessionId, [{ role: 'assistant', content }], this.#options.historyMaxMessages)
+    if (!logged) return (await backend.sessions.activeRun(ref))?.runId !== active.runId
+    log.warn({ sessionId: ref.id, userId: ref.owner, runId: active.runId, instanceId: active.instanceId, seq: logged.seq }, 'run interrupted: its instance stopped renewing the lease')
+    this.#options.onInterrupted?.()
     return true
   }
 }

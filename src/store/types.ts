@@ -2,6 +2,8 @@ import { Type, type Static } from '@sinclair/typebox'
 import type { UnsequencedRunEvent } from '../protocol/index.ts'
 import type { Redis } from 'ioredis'
 
+export { serializeEvent } from '../protocol/serialize.ts'
+
 /** One message of a conversation, in OpenAI's chat format (what the upstream accepts back). */
 export const HistoryMessage = Type.Object({
   role: Type.Union([Type.Literal('system'), Type.Literal('user'), Type.Literal('assistant'), Type.Literal('tool')]),
@@ -19,12 +21,19 @@ export const HistoryMessage = Type.Object({
 })
 export type HistoryMessage = Static<typeof HistoryMessage>
 
-export interface SessionRecord {
-  id: string
-  owner: string
+/**
+ * Who a session is (protocol.md §2, 1.1): ids are scoped per owner, and a session created
+ * again after deletion or expiry is a new generation. Every store call that writes names
+ * all three, so nothing of one generation reaches, or is written into, another.
+ */
+export const SessionRef = Type.Object({ owner: Type.String(), id: Type.String(), gen: Type.String() })
+export type SessionRef = Static<typeof SessionRef>
+
+export interface SessionRecord extends SessionRef {
   messages: HistoryMessage[]
   createdAt: number
   updatedAt: number
+  active: ActiveRun | null
 }
 
 /** The run a session is executing, as every instance sees it. */
@@ -39,46 +48,88 @@ export interface ActiveRun {
 }
 
 export type BeginRunResult =
-  | { kind: 'started' }
+  /** `history`: the conversation before this run's user message. */
+  | { kind: 'started'; startAfterSeq: number; history: HistoryMessage[] }
   | { kind: 'busy'; active: ActiveRun }
   /** The request id was seen before: attach to that run (which may have ended) from its first event. */
   | { kind: 'duplicate'; runId: string; startAfterSeq: number }
+  /** The session is gone, or is another generation now. */
+  | { kind: 'gone' }
 
 export interface BeginRun {
   runId: string
   requestId?: string
   instanceId: string
-  startAfterSeq: number
   leaseMs: number
+  /** Stored with the run's start, in the same step. */
+  userMessage: HistoryMessage
+  maxMessages: number
 }
 
-/** Owner, history and run bookkeeping of sessions. Async throughout so Redis can back it. */
-export interface SessionStore {
-  get(sessionId: string): Promise<SessionRecord | null>
-  /** Creates the session for `owner` unless it exists; returns what is stored either way. */
-  getOrCreate(sessionId: string, owner: string): Promise<SessionRecord>
-  /** Appends messages, keeping at most `maxMessages` (oldest dropped first), and refreshes the TTL. */
-  appendMessages(sessionId: string, messages: HistoryMessage[], maxMessages: number): Promise<void>
-  delete(sessionId: string): Promise<boolean>
-  /** Atomically: idempotency check, busy check, then records the run as active. */
-  beginRun(sessionId: string, run: BeginRun): Promise<BeginRunResult>
-  activeRun(sessionId: string): Promise<ActiveRun | null>
-  renewLease(sessionId: string, runId: string, leaseMs: number): Promise<boolean>
-  /** Clears the active run if it is still `runId`; true when this call ended it. */
-  endRun(sessionId: string, runId: string): Promise<boolean>
-  /** Counts connections watching a session on any instance (a run outlives its last one by the grace). */
-  addWatcher(sessionId: string, watcherId: string): Promise<void>
-  removeWatcher(sessionId: string, watcherId: string): Promise<number>
-  watcherCount(sessionId: string): Promise<number>
-  /** Throws when the store cannot serve (readiness). */
-  ping(): Promise<void>
-  close(): Promise<void>
+export interface FinishRun {
+  runId: string
+  /** The run's `complete`. */
+  event: UnsequencedRunEvent
+  /** What the run adds to the conversation, stored in the same step as its `complete`. */
+  messages: HistoryMessage[]
+  maxMessages: number
+  /** Only when the run's lease has expired: ending the run of an instance that died. */
+  ifLeaseExpired?: boolean
+  /** Only when the session's last seq is still this (the event was computed from the log up to it). */
+  ifLastSeq?: number
 }
+
+export type OpenResult = { kind: 'open'; session: SessionRecord } | { kind: 'too_many' }
 
 export interface LoggedEvent {
   seq: number
   /** The frame exactly as first sent: replays are byte-identical. */
   frame: string
+}
+
+/** A run whose lease has passed, as the lease index lists it. */
+export interface ExpiredLease {
+  ref: SessionRef
+  runId: string
+}
+
+/**
+ * Sessions, their runs and their event logs. Every write that belongs to a run (append,
+ * finish, renewal) is fenced by (generation, run id) in the same atomic step: it is refused
+ * once the run is no longer the session's active one, whoever ended it.
+ */
+export interface SessionStore {
+  /** The owner's session of that id, or null. A read: it does not extend the TTL. */
+  get(owner: string, id: string): Promise<SessionRecord | null>
+  /** The session, created (as a new generation) unless it exists; `too_many` when the owner holds `maxSessions`. */
+  open(owner: string, id: string, maxSessions: number): Promise<OpenResult>
+  /** Pushes the session's expiry out by its TTL (a resume, a REST read); false when it is gone. */
+  touch(ref: SessionRef): Promise<boolean>
+  /** Milliseconds until the session expires; null when it is gone (or another generation). */
+  expiresIn(ref: SessionRef): Promise<number | null>
+  /** Forgets the session. Its log ends with a `gone` mark every tail sees after its last event. */
+  delete(ref: SessionRef): Promise<boolean>
+  /** Atomically: generation, idempotency and busy checks; reads the start seq; records the run and its user message. */
+  beginRun(ref: SessionRef, run: BeginRun): Promise<BeginRunResult>
+  activeRun(ref: SessionRef): Promise<ActiveRun | null>
+  /** Appends a run event; null, and nothing appended, when the run is no longer active (fenced). */
+  append(ref: SessionRef, runId: string, event: UnsequencedRunEvent): Promise<LoggedEvent | null>
+  renewLease(ref: SessionRef, runId: string, leaseMs: number): Promise<boolean>
+  /** Logs the run's `complete`, stores its messages and frees the session, in one step; null when fenced. */
+  finishRun(ref: SessionRef, finish: FinishRun): Promise<LoggedEvent | null>
+  /** Frees the session without logging anything (a run that never got to execute); true when it did. */
+  releaseRun(ref: SessionRef, runId: string): Promise<boolean>
+  /** Runs whose lease passed before `now` (the store's clock), at most `limit`. */
+  expiredLeases(limit: number): Promise<ExpiredLease[]>
+  /** Counts connections watching a session on any instance (a run outlives its last one by the grace). */
+  addWatcher(ref: SessionRef, watcherId: string): Promise<void>
+  removeWatcher(ref: SessionRef, watcherId: string): Promise<number>
+  watcherCount(ref: SessionRef): Promise<number>
+  /** Keeps these watchers counted: unrefreshed ones age out, so a dead instance's stop counting. */
+  refreshWatchers(watched: ReadonlyArray<{ ref: SessionRef; ids: readonly string[] }>): Promise<void>
+  /** Throws when the store cannot serve (readiness). */
+  ping(): Promise<void>
+  close(): Promise<void>
 }
 
 export interface ReadResult {
@@ -88,22 +139,30 @@ export interface ReadResult {
   lastSeq: number
 }
 
-export interface LogSubscription {
-  close(): void
+/** Why a log stopped for its readers. */
+export type LogEnd = 'deleted' | 'expired' | 'lost' | 'history_gone'
+
+export interface LogListener {
+  event(event: LoggedEvent): void
+  /** Nothing more will come: the session was deleted, or the reader fell behind what is held. */
+  end(reason: LogEnd): void
 }
 
-/** Per-session, seq-numbered run events: append, replay from a seq, live tail. */
+export interface LogSubscription {
+  close(): void
+  /** Stop delivering (the reader's socket is backed up); what arrives meanwhile stays in the log. */
+  pause(): void
+  resume(): void
+}
+
+/** Per-session, seq-numbered run events: replay from a seq, live tail. Writes go through the store. */
 export interface EventLog {
-  /** Gives the event the session's next seq, stores its serialized frame, notifies live subscribers. */
-  append(sessionId: string, event: UnsequencedRunEvent): Promise<LoggedEvent>
-  lastSeq(sessionId: string): Promise<number>
-  read(sessionId: string, afterSeq: number): Promise<ReadResult>
+  read(ref: SessionRef, afterSeq: number): Promise<ReadResult>
   /**
-   * Live events with seq > afterSeq, in order, each once. The caller reads the backlog with
-   * `read` first; no live event reaches `listener` before the returned promise resolves.
+   * Events with seq > afterSeq, in order, each once: the held ones, then live ones. None
+   * reaches `listener` before the returned promise resolves and its reaction has run.
    */
-  subscribe(sessionId: string, afterSeq: number, listener: (event: LoggedEvent) => void): Promise<LogSubscription>
-  delete(sessionId: string): Promise<void>
+  subscribe(ref: SessionRef, afterSeq: number, listener: LogListener): Promise<LogSubscription>
   close(): Promise<void>
 }
 
@@ -111,11 +170,11 @@ export interface EventLog {
 export const ControlMessage = Type.Union([
   Type.Object({
     kind: Type.Literal('cancel'),
-    sessionId: Type.String(),
+    ref: SessionRef,
     runId: Type.String(),
     reason: Type.Union([Type.Literal('client'), Type.Literal('deleted')]),
   }),
-  Type.Object({ kind: Type.Literal('orphaned'), sessionId: Type.String(), runId: Type.String() }),
+  Type.Object({ kind: Type.Literal('orphaned'), ref: SessionRef, runId: Type.String() }),
 ])
 export type ControlMessage = Static<typeof ControlMessage>
 
@@ -135,30 +194,11 @@ export interface Backend {
   redis?: Redis
   /** The prefix of the Redis backend's keys; the guards' keys go under it too. */
   keyPrefix?: string
-  /**
-   * Appends a run's final event and ends the run in one atomic step, so whoever reads that
-   * event never finds the session still busy (another instance included); null, and nothing
-   * appended, when the run is no longer active or a condition fails. Shared stores have it.
-   */
-  finishRun?(sessionId: string, finish: FinishRun): Promise<LoggedEvent | null>
+  /** Closes every connection and timer of the backend; idempotent. */
+  close(): Promise<void>
 }
 
-export interface FinishRun {
-  runId: string
-  /** The run's `complete`. */
-  event: UnsequencedRunEvent
-  /** Only when the run's lease has expired: ending the run of an instance that died. */
-  ifLeaseExpired?: boolean
-  /** Only when the session's last seq is still this (the event was computed from the log up to it). */
-  ifLastSeq?: number
-}
-
-export function serializeEvent(event: UnsequencedRunEvent, seq: number): string {
-  // The hot path (one per model delta), written out: the same bytes as the general case.
-  if (event.type === 'token') {
-    return `{"type":"token","session_id":${JSON.stringify(event.session_id)},"seq":${seq},"content":${JSON.stringify(event.content)},"metadata":{"run_id":${JSON.stringify(event.metadata.run_id)}}}`
-  }
-  // type, session_id, seq first: readable on the wire, and the same bytes on every replay.
-  const { type, session_id, ...rest } = event
-  return JSON.stringify({ type, session_id, seq, ...rest })
+/** A stable string for a ref (map keys). */
+export function refKey(ref: SessionRef): string {
+  return `${ref.owner.length}:${ref.owner}:${ref.id}:${ref.gen}`
 }

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto'
-import type { Duplex } from 'node:stream'
 import type { FastifyBaseLogger } from 'fastify'
 import type { WebSocket, RawData } from 'ws'
 import {
@@ -14,22 +13,27 @@ import {
   type ClientFrameType,
   type ServerFrame,
 } from '../protocol/index.ts'
-import type { SessionRegistry } from '../sessions/registry.ts'
-import type { Subscriber } from '../sessions/subscriber.ts'
+import type { SessionService } from '../sessions/session-service.ts'
+import { WatchList, type Watcher } from '../sessions/watcher.ts'
 import type { Claims, Verified } from '../plugins/auth.ts'
-import { rawSocket } from './raw-socket.ts'
+import { SocketFlow, type FlowLimits, type FlowViolation } from './socket-flow.ts'
 
 export interface ConnectionLimits {
   maxContentChars: number
   /** Invalid frames tolerated per window before the connection is closed 1008. */
   invalidFrameLimit: number
   invalidFrameWindowMs: number
+  /** Received frames that may wait to be served; one more closes the connection 1008. */
+  maxPendingFrames: number
+  /** Sessions watched at once; one more drops the least recently named. */
+  maxWatched: number
+  flow: FlowLimits
 }
 
 export interface ConnectionOptions {
   socket: WebSocket
   claims: Claims
-  registry: SessionRegistry
+  sessions: SessionService
   verifyToken: (token: string) => Verified
   log: FastifyBaseLogger
   limits: ConnectionLimits
@@ -70,9 +74,10 @@ function codePoints(text: string, atMost: number): number {
 
 /**
  * One client connection: validates and serves its frames in order (never waiting on a run,
- * so `cancel` is read while a run streams), delivers session events, enforces token expiry.
+ * so `cancel` is read while a run streams), delivers session events under its socket's flow
+ * control, owns the subscriptions it watches (all closed with it), enforces token expiry.
  */
-export class Connection implements Subscriber {
+export class Connection implements Watcher {
   readonly id = randomUUID()
   readonly socket: WebSocket
   readonly userId: string
@@ -82,7 +87,10 @@ export class Connection implements Subscriber {
   #expiresAt: number
   #expiryTimer: NodeJS.Timeout | undefined
   #queue: Promise<void> = Promise.resolve()
-  #corked = false
+  #pending = 0
+  #open = true
+  readonly #flow: SocketFlow
+  readonly watching: WatchList
   #lastSessionId: string | undefined
   #invalidFrames: number[] = []
   readonly #options: ConnectionOptions
@@ -93,6 +101,8 @@ export class Connection implements Subscriber {
     this.userId = options.claims.sub
     this.#expiresAt = options.claims.exp * 1000
     this.log = options.log.child({ connId: this.id, userId: this.userId })
+    this.watching = new WatchList(options.limits.maxWatched)
+    this.#flow = new SocketFlow(this.socket, options.limits.flow, (violation) => this.#onFlowViolation(violation))
     // Listeners first, synchronously: a frame sent right after the handshake must not be lost.
     this.socket.on('message', (data, isBinary) => {
       // Nothing may escape into ws's event handling: a throw there would take the process down.
@@ -110,31 +120,24 @@ export class Connection implements Subscriber {
   }
 
   get bufferedAmount(): number {
-    return this.socket.bufferedAmount
+    return this.#flow.bufferedAmount
+  }
+
+  get isOpen(): boolean {
+    return this.#open && this.socket.readyState === this.socket.OPEN
+  }
+
+  get writable(): boolean {
+    return this.#flow.writable
+  }
+
+  whenWritable(): Promise<void> {
+    return this.#flow.whenWritable()
   }
 
   deliver(frame: string): void {
-    if (this.socket.readyState !== this.socket.OPEN) return
-    this.#batchWrites()
-    this.socket.send(frame)
+    this.#flow.send(frame)
     this.#options.observer?.sent(frame, this.socket.bufferedAmount)
-  }
-
-  /**
-   * Frames delivered in one burst of work (a run relaying every token of one upstream read)
-   * leave in one write instead of one system call each: the socket is corked until the
-   * burst's microtasks have run. Still one WebSocket frame per event.
-   */
-  #batchWrites(): void {
-    if (this.#corked) return
-    // Only called for an open WebSocket, which always has its TCP socket.
-    const raw = rawSocket(this.socket) as Duplex
-    this.#corked = true
-    raw.cork()
-    process.nextTick(() => {
-      this.#corked = false
-      raw.uncork()
-    })
   }
 
   send(frame: ServerFrame): void {
@@ -142,7 +145,27 @@ export class Connection implements Subscriber {
   }
 
   close(code: number, reason: string): void {
+    this.#stopWatching()
     closeSocket(this.socket, code, reason)
+  }
+
+  #onFlowViolation(violation: FlowViolation): void {
+    const bufferedAmount = this.socket.bufferedAmount
+    if (violation === 'slow') {
+      this.log.warn({ bufferedAmount, timeoutMs: this.#options.limits.flow.slowClientTimeoutMs }, 'closing slow client')
+      this.close(CloseCode.policyViolation, CloseReason.slowClient)
+    } else {
+      this.log.warn({ bufferedAmount }, 'closing client: too much unsent data')
+      this.close(CloseCode.policyViolation, CloseReason.bufferLimit)
+    }
+  }
+
+  /** From the moment the socket is closing, nothing more is watched on its behalf. */
+  #stopWatching(): void {
+    if (!this.#open) return
+    this.#open = false
+    this.#flow.end()
+    this.watching.closeAll()
   }
 
   #armExpiry(): void {
@@ -165,8 +188,14 @@ export class Connection implements Subscriber {
       return
     }
     const { frame } = parsed
-    // In order, one at a time; handlers return as soon as a run is started, never when it ends.
-    this.#queue = this.#queue.then(() => this.#serve(frame)).catch((err: unknown) => this.#internal(err, '', frame.type))
+    if (++this.#pending > this.#options.limits.maxPendingFrames) {
+      this.log.warn({ pending: this.#pending }, 'closing: too many pending frames')
+      this.close(CloseCode.policyViolation, CloseReason.tooManyPendingFrames)
+      return
+    }
+    // In order, one at a time (answers keep the order of the frames, rate-limit refusals
+    // included); handlers return as soon as a run is started, never when it ends.
+    this.#queue = this.#queue.then(() => this.#serve(frame)).finally(() => this.#pending--)
   }
 
   #countInvalid(): void {
@@ -181,19 +210,21 @@ export class Connection implements Subscriber {
   }
 
   async #serve(frame: ClientFrame): Promise<void> {
-    const sessionId = ('session_id' in frame && frame.session_id) || ''
     try {
-      if (this.socket.readyState !== this.socket.OPEN) return
+      if (!this.isOpen) return
       await this.#options.admit?.(this, frame)
       await this.#dispatch(frame)
     } catch (err) {
-      if (err instanceof ProtocolError) {
-        if (err.code === ErrorCode.rateLimited) this.#options.observer?.rateLimited()
-        this.send(protocolErrorFrame(err, sessionId))
-        return
-      }
-      this.#internal(err, sessionId, frame.type)
+      this.#refuse(err, frame)
     }
+  }
+
+  /** A frame that could not be served: a ProtocolError is the answer; anything else is `internal`. */
+  #refuse(err: unknown, frame: ClientFrame): void {
+    const sessionId = ('session_id' in frame && frame.session_id) || ''
+    if (!(err instanceof ProtocolError)) return this.#internal(err, sessionId, frame.type)
+    if (err.code === ErrorCode.rateLimited) this.#options.observer?.rateLimited()
+    this.send(protocolErrorFrame(err, sessionId))
   }
 
   /** The answer to any unexpected failure: logged with the ids, `internal` to the client; never throws. */
@@ -220,7 +251,7 @@ export class Connection implements Subscriber {
           })
         }
         try {
-          this.#lastSessionId = await this.#options.registry.chat(this, {
+          this.#lastSessionId = await this.#options.sessions.chat(this, {
             sessionId: frame.session_id,
             content: frame.content,
             requestId,
@@ -234,11 +265,11 @@ export class Connection implements Subscriber {
       case 'cancel': {
         const sessionId = frame.session_id ?? this.#lastSessionId
         if (!sessionId) throw new ProtocolError(ErrorCode.noActiveRun, 'no session to cancel: name session_id')
-        await this.#options.registry.cancel(this.userId, sessionId)
+        await this.#options.sessions.cancel(this.userId, sessionId)
         return
       }
       case 'resume':
-        await this.#options.registry.resume(this, frame.session_id, frame.last_seq)
+        await this.#options.sessions.resume(this, frame.session_id, frame.last_seq)
         this.#lastSessionId = frame.session_id
         return
       case 'auth': {
@@ -255,9 +286,9 @@ export class Connection implements Subscriber {
 
   #onClose(code: number): void {
     clearTimeout(this.#expiryTimer)
+    this.#stopWatching()
     this.log.info({ code }, 'disconnected')
     this.#options.observer?.closed(code)
     this.#options.onClose?.(this, code)
-    this.#options.registry.disconnect(this).catch((err: unknown) => this.log.error({ err }, 'disconnect cleanup failed'))
   }
 }

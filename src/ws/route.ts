@@ -95,13 +95,20 @@ async function agentRoute(app: FastifyInstance, options: AgentRouteOptions) {
       const connection = new Connection({
         socket,
         claims: auth.claims,
-        registry: app.sessions,
+        sessions: app.sessions,
         verifyToken: app.verifyToken,
         log: request.log,
         limits: {
           maxContentChars: config.MAX_CONTENT_CHARS,
           invalidFrameLimit: app.guards.invalidFrames.limit,
           invalidFrameWindowMs: app.guards.invalidFrames.windowMs,
+          maxPendingFrames: config.MAX_PENDING_FRAMES,
+          maxWatched: config.MAX_WATCHED_PER_CONNECTION,
+          flow: {
+            highWaterMark: app.guards.highWaterMark,
+            maxBufferedBytes: config.MAX_BUFFERED_BYTES,
+            slowClientTimeoutMs: config.SLOW_CLIENT_TIMEOUT_MS,
+          },
         },
         admit: options.admit,
         onClose: (closed) => connections.delete(closed),

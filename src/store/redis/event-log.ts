@@ -1,9 +1,7 @@
-import type { UnsequencedRunEvent } from '../../protocol/index.ts'
-import type { EventLog, LoggedEvent, LogSubscription, ReadResult } from '../types.ts'
+import type { EventLog, LogEnd, LoggedEvent, LogListener, LogSubscription, ReadResult, SessionRef } from '../types.ts'
 import type { SharedRedis } from './connections.ts'
-import { frameTemplate, frameWithSeq } from './frame-template.ts'
 import { sessionKeys } from './keys.ts'
-import { appendEvent, readEvents } from './scripts.ts'
+import { readEvents } from './scripts.ts'
 import type { Tail } from './stream-tail.ts'
 
 /** As XRANGE returns it: the one field `f` holds the frame. */
@@ -13,9 +11,6 @@ export interface RedisEventLogOptions {
   commands: SharedRedis
   tail: Tail
   prefix: string
-  ttlSeconds: number
-  /** Stream MAXLEN (exact): events held per session. */
-  maxEvents: number
 }
 
 function logged([id, fields]: StreamEntry): LoggedEvent {
@@ -23,41 +18,24 @@ function logged([id, fields]: StreamEntry): LoggedEvent {
 }
 
 /**
- * Each session's events in a Redis Stream whose entry ids are the seqs (`<seq>-0`). A Lua
- * script takes the next seq and adds the entry in one step, so two writers never collide;
- * live tails share the instance's one blocking reader (StreamTail).
+ * Each session generation's events in a Redis Stream whose entry ids are the seqs
+ * (`<seq>-0`), written by the store's fenced scripts; live tails share the instance's one
+ * blocking reader (StreamTail).
  */
 export class RedisEventLog implements EventLog {
   readonly #commands: SharedRedis
   readonly #tail: Tail
   readonly #prefix: string
-  readonly #ttlMs: number
-  readonly #maxEvents: number
   #closed = false
 
   constructor(options: RedisEventLogOptions) {
     this.#commands = options.commands
     this.#tail = options.tail
     this.#prefix = options.prefix
-    this.#ttlMs = options.ttlSeconds * 1000
-    this.#maxEvents = options.maxEvents
   }
 
-  async append(sessionId: string, event: UnsequencedRunEvent): Promise<LoggedEvent> {
-    const keys = sessionKeys(this.#prefix, sessionId)
-    const template = frameTemplate(event)
-    const seq = Number(
-      await appendEvent.run(this.#commands.client, [keys.seq, keys.events], [this.#ttlMs, this.#maxEvents, template.head, template.tail]),
-    )
-    return { seq, frame: frameWithSeq(template, seq) }
-  }
-
-  async lastSeq(sessionId: string): Promise<number> {
-    return Number((await this.#commands.client.get(sessionKeys(this.#prefix, sessionId).seq)) ?? 0)
-  }
-
-  async read(sessionId: string, afterSeq: number): Promise<ReadResult> {
-    const keys = sessionKeys(this.#prefix, sessionId)
+  async read(ref: SessionRef, afterSeq: number): Promise<ReadResult> {
+    const keys = sessionKeys(this.#prefix, ref)
     const [lastSeq, gone, entries] = (await readEvents.run(this.#commands.client, [keys.seq, keys.events], [afterSeq])) as [
       number,
       number,
@@ -66,46 +44,78 @@ export class RedisEventLog implements EventLog {
     return { events: entries.map(logged), gone: gone === 1, lastSeq }
   }
 
-  async subscribe(sessionId: string, afterSeq: number, listener: (event: LoggedEvent) => void): Promise<LogSubscription> {
-    const key = sessionKeys(this.#prefix, sessionId).events
+  async subscribe(ref: SessionRef, afterSeq: number, listener: LogListener): Promise<LogSubscription> {
+    const key = sessionKeys(this.#prefix, ref).events
     let delivered = afterSeq
     let ready = false
     let closed = false
-    const pending: LoggedEvent[] = []
-    const deliver = (event: LoggedEvent) => {
-      if (closed || event.seq <= delivered) return
-      delivered = event.seq
-      listener(event)
+    let paused = false
+    /** The tail dropped the stream (it ended): nothing of ours is paused there any more. */
+    let dropped = false
+    // What is due to the listener, in order: the held backlog, then what the tail handed over.
+    const queue: Array<() => void> = []
+    const drain = () => {
+      while (ready && !closed && !paused && queue.length > 0) queue.shift()!()
     }
-    const onEvent = (event: LoggedEvent) => (ready ? deliver(event) : pending.push(event))
+    const deliver = (event: LoggedEvent) => {
+      if (event.seq <= delivered) return
+      delivered = event.seq
+      listener.event(event)
+    }
+    const end = (reason: LogEnd) => {
+      closed = true
+      this.#tail.remove(key, onLog)
+      listener.end(reason)
+    }
+    const onLog: LogListener = {
+      event: (event) => {
+        queue.push(() => deliver(event))
+        drain()
+      },
+      end: (reason) => {
+        dropped = true
+        queue.push(() => end(reason))
+        drain()
+      },
+    }
     // From here on the tail hands over every entry after `tailFrom`; this reads those before it.
-    const tailFrom = this.#tail.add(key, afterSeq, onEvent)
+    const tailFrom = this.#tail.add(key, afterSeq, onLog)
     let backlog: StreamEntry[] = []
     try {
       if (tailFrom > afterSeq) backlog = (await this.#commands.client.xrange(key, `${afterSeq + 1}-0`, `${tailFrom}-0`)) as StreamEntry[]
     } catch (err) {
-      this.#tail.remove(key, onEvent)
+      this.#tail.remove(key, onLog)
       throw err
     }
+    // The tail had passed entries no longer held: as a reader that fell behind, it cannot be served.
+    if (tailFrom > afterSeq && backlog[0]?.[0] !== `${afterSeq + 1}-0`) queue.unshift(() => end('history_gone'))
+    else queue.unshift(...backlog.map((entry) => () => deliver(logged(entry))))
     // Held events, then what arrived meanwhile, once the caller has reacted to the resolved
     // promise (it sends status:resumed first): the same contract as the memory log.
     setImmediate(() => {
-      for (const entry of backlog) deliver(logged(entry))
-      for (const event of pending) deliver(event)
-      pending.length = 0
       ready = true
+      drain()
     })
     return {
       close: () => {
+        if (closed) return
         closed = true
-        this.#tail.remove(key, onEvent)
+        if (paused && !dropped) this.#tail.resume(key)
+        this.#tail.remove(key, onLog)
+      },
+      // One pause of the stream per subscription, undone by its resume or its close.
+      pause: () => {
+        if (closed || paused) return
+        paused = true
+        if (!dropped) this.#tail.pause(key)
+      },
+      resume: () => {
+        if (closed || !paused) return
+        paused = false
+        if (!dropped) this.#tail.resume(key)
+        drain()
       },
     }
-  }
-
-  async delete(sessionId: string): Promise<void> {
-    const keys = sessionKeys(this.#prefix, sessionId)
-    await this.#commands.client.del(keys.seq, keys.events)
   }
 
   async close(): Promise<void> {

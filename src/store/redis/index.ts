@@ -53,7 +53,7 @@ export async function createRedisBackend(options: RedisBackendOptions): Promise<
     log,
   })
   const tail = new StreamTail({ blocking, commands: client, wakeKey: wakeKey(prefix, id), log })
-  const events = new RedisEventLog({ commands, tail, prefix, ttlSeconds: options.ttlSeconds, maxEvents: options.maxEvents })
+  const events = new RedisEventLog({ commands, tail, prefix })
   const control = new RedisControlBus({ commands, subscriber, channel: controlChannel(prefix), log })
 
   const wait = options.connectWaitMs ?? DEFAULT_CONNECT_WAIT_MS
@@ -68,6 +68,10 @@ export async function createRedisBackend(options: RedisBackendOptions): Promise<
     control,
     redis: client,
     keyPrefix: prefix,
-    finishRun: (sessionId, finish) => sessions.finishRun(sessionId, finish),
+    async close() {
+      await events.close()
+      await sessions.close()
+      await control.close()
+    },
   }
 }

@@ -1,9 +1,14 @@
+import type { SessionRef } from '../types.ts'
+
 /**
- * Where a session lives in Redis. Every key of one session carries the same `{id}` hash tag,
- * so a Lua script touching all of them stays in one slot on a cluster too.
+ * Where a session lives in Redis. Every key of one session carries the same hash tag
+ * `{owner:id}` (the owner percent-encoded, so no `{`, `}` or `:` of its own), so a script
+ * touching all of them stays in one slot on a cluster. The log keys name the generation:
+ * a session created again after deletion or expiry writes to other keys, which nobody
+ * tailing the old ones reads.
  */
 export interface SessionKeys {
-  /** HASH: owner, createdAt, updatedAt; the active run (runId, run, leaseExpiresAt); `r:<request id>`. */
+  /** HASH: owner, gen, createdAt, updatedAt; the active run (runId, run, runStart, leaseExpiresAt); `r:<request id>`. */
   meta: string
   /** LIST of JSON history messages, oldest first. */
   messages: string
@@ -11,27 +16,45 @@ export interface SessionKeys {
   requests: string
   /** ZSET watcher id → expiry (ms, Redis clock): connections watching the session anywhere. */
   watchers: string
-  /** STRING: the session's last seq. */
+  /** STRING: the generation's last seq. */
   seq: string
-  /** STREAM of frames, entry id `<seq>-0`, field `f`. */
+  /** STREAM of frames, entry id `<seq>-0`, field `f`; a deletion adds `<last seq>-1`, field `end`. */
   events: string
 }
 
-export function sessionKeys(prefix: string, sessionId: string): SessionKeys {
-  const base = `${prefix}session:{${sessionId}}`
+function base(prefix: string, owner: string, id: string): string {
+  return `${prefix}s:{${encodeURIComponent(owner)}:${id}}`
+}
+
+export function metaKey(prefix: string, owner: string, id: string): string {
+  return base(prefix, owner, id)
+}
+
+export function sessionKeys(prefix: string, ref: SessionRef): SessionKeys {
+  const meta = base(prefix, ref.owner, ref.id)
   return {
-    meta: base,
-    messages: `${base}:messages`,
-    requests: `${base}:requests`,
-    watchers: `${base}:watchers`,
-    seq: `${base}:seq`,
-    events: `${base}:events`,
+    meta,
+    messages: `${meta}:m`,
+    requests: `${meta}:rq`,
+    watchers: `${meta}:w`,
+    seq: `${meta}:${ref.gen}:seq`,
+    events: `${meta}:${ref.gen}:ev`,
   }
 }
 
 /** The order every session script receives its KEYS in (see scripts.ts). */
 export function allKeys(keys: SessionKeys): string[] {
   return [keys.meta, keys.messages, keys.requests, keys.watchers, keys.seq, keys.events]
+}
+
+/** ZSET session id → last open or read (ms): a user's sessions, for MAX_SESSIONS_PER_USER. */
+export function userSessionsKey(prefix: string, owner: string): string {
+  return `${prefix}u:{${encodeURIComponent(owner)}}:sessions`
+}
+
+/** ZSET run (JSON of ref and run id) → lease expiry (ms, Redis clock): what the sweepers look at. */
+export function leasesKey(prefix: string): string {
+  return `${prefix}leases`
 }
 
 /** Pub/sub channel of control messages (cancel, orphaned), one per key prefix. */

@@ -28,6 +28,8 @@ export class LuaScript {
 // Times come from Redis's clock, so leases and watcher expiries mean the same on every instance.
 // `append` gives the event the next seq and stores the frame with the seq spliced in: the exact
 // bytes every reader replays (see frameTemplate). Integers below 2^53 print without exponent.
+// Session scripts get KEYS in keys.ts allKeys order: meta, messages, requests, watchers, seq,
+// events; `holds` is the fence: the session is still this generation and this run is its active one.
 const PRELUDE = `
 local function now_ms()
   local t = redis.call('TIME')
@@ -36,23 +38,182 @@ end
 local function touch(ttl_ms)
   for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl_ms) end
 end
-local function append(seq_key, events_key, max_len, head, tail)
-  local seq = redis.call('INCR', seq_key)
-  redis.call('XADD', events_key, 'MAXLEN', max_len, seq .. '-0', 'f', head .. seq .. tail)
+local function is_gen(gen)
+  return redis.call('HGET', KEYS[1], 'gen') == gen
+end
+local function holds(gen, run_id)
+  local meta = redis.call('HMGET', KEYS[1], 'gen', 'runId')
+  return meta[1] == gen and meta[2] == run_id
+end
+local function append(max_len, head, tail, ttl_ms)
+  local seq = redis.call('INCR', KEYS[5])
+  redis.call('XADD', KEYS[6], 'MAXLEN', max_len, seq .. '-0', 'f', head .. seq .. tail)
+  -- The generation's stream is created by its first event: it expires with the session.
+  if seq == 1 then redis.call('PEXPIRE', KEYS[6], ttl_ms) end
   return seq
+end
+local function push_messages(first, max)
+  if #ARGV >= first then redis.call('RPUSH', KEYS[2], unpack(ARGV, first)) end
+  redis.call('LTRIM', KEYS[2], -max, -1)
+end
+local function end_run()
+  redis.call('HDEL', KEYS[1], 'runId', 'run', 'runStart', 'leaseExpiresAt')
 end
 `
 
-// Event log scripts. KEYS: seq, events.
+/** KEYS: user sessions. ARGV: ttl, max sessions, session id → 1, or 0 when the user holds max already. */
+export const admitSession = new LuaScript(`
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+if not redis.call('ZSCORE', KEYS[1], ARGV[3]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+`)
 
-/** ARGV: ttl ms, max events, frame head, frame tail → the new seq. */
+/** KEYS: meta, messages. ARGV: ttl, owner, new gen → { gen, createdAt, updatedAt, run, runStart, lease, messages }. */
+export const openSession = new LuaScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local now = now_ms()
+  redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'gen', ARGV[3], 'createdAt', now, 'updatedAt', now)
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+local meta = redis.call('HMGET', KEYS[1], 'gen', 'createdAt', 'updatedAt', 'run', 'runStart', 'leaseExpiresAt')
+return {meta[1], meta[2], meta[3], meta[4] or '', meta[5] or '', meta[6] or '', redis.call('LRANGE', KEYS[2], 0, -1)}
+`)
+
+/** ARGV: ttl, gen → 1 when the session (this generation) exists; its expiry is pushed out. */
+export const touchSession = new LuaScript(`
+if not is_gen(ARGV[2]) then return 0 end
+touch(ARGV[1])
+return 1
+`)
+
+/** ARGV: gen → ms until the session expires, or -1 when it is gone. */
+export const sessionExpiry = new LuaScript(`
+if not is_gen(ARGV[1]) then return -1 end
+return redis.call('PTTL', KEYS[1])
+`)
+
+/**
+ * ARGV: ttl, gen, run id, request id ('' for none), lease ms, run JSON, request ids kept, max
+ * messages, user message JSON → {'started', start seq, messages} | {'duplicate', run id, start
+ * seq} | {'busy', run JSON, run start, lease expiry} | {'gone'}.
+ */
+export const beginRun = new LuaScript(`
+if not is_gen(ARGV[2]) then return {'gone'} end
+local request = ARGV[4]
+if request ~= '' then
+  local seen = redis.call('HGET', KEYS[1], 'r:' .. request)
+  if seen then
+    local space = string.find(seen, ' ')
+    return {'duplicate', string.sub(seen, 1, space - 1), string.sub(seen, space + 1)}
+  end
+end
+local active = redis.call('HMGET', KEYS[1], 'run', 'runStart', 'leaseExpiresAt')
+if active[1] then return {'busy', active[1], active[2], active[3]} end
+local now = now_ms()
+local start = redis.call('GET', KEYS[5])
+if not start then
+  start = '0'
+  redis.call('SET', KEYS[5], 0)
+end
+local history = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('HSET', KEYS[1], 'runId', ARGV[3], 'run', ARGV[6], 'runStart', start, 'leaseExpiresAt', now + tonumber(ARGV[5]), 'updatedAt', now)
+if request ~= '' then
+  redis.call('HSET', KEYS[1], 'r:' .. request, ARGV[3] .. ' ' .. start)
+  if redis.call('RPUSH', KEYS[3], request) > tonumber(ARGV[7]) then
+    redis.call('HDEL', KEYS[1], 'r:' .. redis.call('LPOP', KEYS[3]))
+  end
+end
+push_messages(9, tonumber(ARGV[8]))
+touch(ARGV[1])
+return {'started', start, history}
+`)
+
+/** ARGV: ttl, gen, run id, max events, frame head, frame tail → the new seq, or 0 when fenced. */
 export const appendEvent = new LuaScript(`
-local seq = append(KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
+if not holds(ARGV[2], ARGV[3]) then return 0 end
+return append(ARGV[4], ARGV[5], ARGV[6], ARGV[1])
+`)
+
+/** ARGV: ttl, gen, run id, lease ms → the new lease expiry, or 0 when fenced. */
+export const renewLease = new LuaScript(`
+if not holds(ARGV[2], ARGV[3]) then return 0 end
+local expires = now_ms() + tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], 'leaseExpiresAt', expires)
+touch(ARGV[1])
+return expires
+`)
+
+/** What finishRun answers when it appends nothing. */
+export const FinishRefused = { notActive: 0, leaseAlive: -1, seqMoved: -2 } as const
+
+/**
+ * Logs the run's final event, stores its messages and ends the run in one step. ARGV: ttl,
+ * gen, run id, max events, frame head, frame tail, '1' to require an expired lease, the
+ * required last seq ('' for any), max messages, message JSON... → the seq, or a FinishRefused code.
+ */
+export const finishRun = new LuaScript(`
+if not holds(ARGV[2], ARGV[3]) then return ${FinishRefused.notActive} end
+local now = now_ms()
+if ARGV[7] == '1' and tonumber(redis.call('HGET', KEYS[1], 'leaseExpiresAt')) > now then return ${FinishRefused.leaseAlive} end
+if ARGV[8] ~= '' and tonumber(redis.call('GET', KEYS[5]) or '0') ~= tonumber(ARGV[8]) then return ${FinishRefused.seqMoved} end
+local seq = append(ARGV[4], ARGV[5], ARGV[6], ARGV[1])
+push_messages(10, tonumber(ARGV[9]))
+end_run()
+redis.call('HSET', KEYS[1], 'updatedAt', now)
 touch(ARGV[1])
 return seq
 `)
 
-/** ARGV: after seq → { last seq, gone (0|1), entries after it }; same rules as the memory log. */
+/** ARGV: gen, run id → 1 when this call freed the session. */
+export const releaseRun = new LuaScript(`
+if not holds(ARGV[1], ARGV[2]) then return 0 end
+end_run()
+return 1
+`)
+
+/**
+ * Forgets the session. Its stream gets an end mark after its last event (id '<last seq>-1')
+ * and lives a little longer, so every tail reads the end in order. ARGV: gen → 1 when deleted.
+ */
+export const deleteSession = new LuaScript(`
+if not is_gen(ARGV[1]) then return 0 end
+local last = redis.call('GET', KEYS[5]) or '0'
+redis.call('XADD', KEYS[6], last .. '-1', 'end', 'deleted')
+redis.call('PEXPIRE', KEYS[6], 60000)
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return 1
+`)
+
+/** ARGV: gen, watcher ttl ms, session ttl ms, watcher id... → 0 when the session is gone. */
+export const upsertWatchers = new LuaScript(`
+if not is_gen(ARGV[1]) then return 0 end
+local expires = now_ms() + tonumber(ARGV[2])
+for i = 4, #ARGV do redis.call('ZADD', KEYS[4], expires, ARGV[i]) end
+redis.call('PEXPIRE', KEYS[4], ARGV[3])
+return 1
+`)
+
+/** ARGV: watcher id → how many watchers remain (expired ones dropped). */
+export const removeWatcher = new LuaScript(`
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms())
+return redis.call('ZCARD', KEYS[4])
+`)
+
+/** → how many watchers have not expired. */
+export const countWatchers = new LuaScript(`
+return redis.call('ZCOUNT', KEYS[4], '(' .. now_ms(), '+inf')
+`)
+
+/** KEYS: leases. ARGV: limit → the members whose lease passed. */
+export const expiredLeases = new LuaScript(`
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
+`)
+
+/** Event log scripts. KEYS: seq, events. ARGV: after seq → { last seq, gone (0|1), entries after it }. */
 export const readEvents = new LuaScript(`
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 local after = tonumber(ARGV[1])
@@ -60,119 +221,5 @@ local oldest = last + 1
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
 if first then oldest = tonumber(string.match(first[1], '^%d+')) end
 if after > last or after < oldest - 1 then return {last, 1, {}} end
-return {last, 0, redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', '+')}
-`)
-
-// Session scripts. KEYS (keys.ts allKeys): meta, messages, requests, watchers, seq, events.
-// ARGV[1] is always the session TTL in ms: activity pushes the expiry of every key out.
-
-/** ARGV: ttl, owner → { owner, createdAt, updatedAt, messages }. */
-export const getOrCreateSession = new LuaScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  local now = now_ms()
-  redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'createdAt', now, 'updatedAt', now)
-end
-touch(ARGV[1])
-local meta = redis.call('HMGET', KEYS[1], 'owner', 'createdAt', 'updatedAt')
-return {meta[1], meta[2], meta[3], redis.call('LRANGE', KEYS[2], 0, -1)}
-`)
-
-/** ARGV: ttl, max messages, message JSON... → 1, or 0 when the session does not exist. */
-export const appendMessages = new LuaScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if #ARGV > 2 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 3)) end
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
-redis.call('HSET', KEYS[1], 'updatedAt', now_ms())
-touch(ARGV[1])
-return 1
-`)
-
-/**
- * ARGV: ttl, run id, request id ('' for none), lease ms, run JSON, request JSON, request ids kept
- * → {'started'} | {'duplicate', request JSON} | {'busy', run JSON, lease expiry} | {'missing'}.
- */
-export const beginRun = new LuaScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'missing'} end
-local request = ARGV[3]
-if request ~= '' then
-  local seen = redis.call('HGET', KEYS[1], 'r:' .. request)
-  if seen then return {'duplicate', seen} end
-end
-local active = redis.call('HMGET', KEYS[1], 'run', 'leaseExpiresAt')
-if active[1] then return {'busy', active[1], active[2]} end
-local now = now_ms()
-redis.call('HSET', KEYS[1], 'runId', ARGV[2], 'run', ARGV[5], 'leaseExpiresAt', now + tonumber(ARGV[4]), 'updatedAt', now)
-if request ~= '' then
-  redis.call('HSET', KEYS[1], 'r:' .. request, ARGV[6])
-  if redis.call('RPUSH', KEYS[3], request) > tonumber(ARGV[7]) then
-    redis.call('HDEL', KEYS[1], 'r:' .. redis.call('LPOP', KEYS[3]))
-  end
-end
-touch(ARGV[1])
-return {'started'}
-`)
-
-/** ARGV: ttl, run id, lease ms → 1 when renewed, 0 when the run is not the active one. */
-export const renewLease = new LuaScript(`
-if redis.call('HGET', KEYS[1], 'runId') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'leaseExpiresAt', now_ms() + tonumber(ARGV[3]))
-touch(ARGV[1])
-return 1
-`)
-
-/** ARGV: ttl, run id → 1 when this call ended the run. */
-export const endRun = new LuaScript(`
-if redis.call('HGET', KEYS[1], 'runId') ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], 'runId', 'run', 'leaseExpiresAt')
-redis.call('HSET', KEYS[1], 'updatedAt', now_ms())
-touch(ARGV[1])
-return 1
-`)
-
-/** What finishRun answers when it appends nothing. */
-export const FinishRefused = { notActive: 0, leaseAlive: -1, seqMoved: -2 } as const
-
-/**
- * Appends the run's final event and ends the run in one step. ARGV: ttl, run id, max events,
- * frame head, frame tail, '1' to require an expired lease, the required last seq ('' for any)
- * → the event's seq, or a FinishRefused code.
- */
-export const finishRun = new LuaScript(`
-if redis.call('HGET', KEYS[1], 'runId') ~= ARGV[2] then return ${FinishRefused.notActive} end
-local now = now_ms()
-if ARGV[6] == '1' and tonumber(redis.call('HGET', KEYS[1], 'leaseExpiresAt')) > now then return ${FinishRefused.leaseAlive} end
-if ARGV[7] ~= '' and tonumber(redis.call('GET', KEYS[5]) or '0') ~= tonumber(ARGV[7]) then return ${FinishRefused.seqMoved} end
-local seq = append(KEYS[5], KEYS[6], ARGV[3], ARGV[4], ARGV[5])
-redis.call('HDEL', KEYS[1], 'runId', 'run', 'leaseExpiresAt')
-redis.call('HSET', KEYS[1], 'updatedAt', now)
-touch(ARGV[1])
-return seq
-`)
-
-/**
- * ARGV: ttl, watcher ttl ms, '1' to only refresh watchers still present ('0' adds them),
- * watcher id... → 0 when the session does not exist.
- */
-export const upsertWatchers = new LuaScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local expires = now_ms() + tonumber(ARGV[2])
-for i = 4, #ARGV do
-  if ARGV[3] == '1' then redis.call('ZADD', KEYS[4], 'XX', expires, ARGV[i]) else redis.call('ZADD', KEYS[4], expires, ARGV[i]) end
-end
-touch(ARGV[1])
-return 1
-`)
-
-/** ARGV: watcher id → how many watchers remain (expired ones dropped). */
-export const removeWatcher = new LuaScript(`
-redis.call('ZREM', KEYS[4], ARGV[1])
-local now = now_ms()
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'updatedAt', now) end
-return redis.call('ZCARD', KEYS[4])
-`)
-
-/** → how many watchers have not expired. */
-export const countWatchers = new LuaScript(`
-return redis.call('ZCOUNT', KEYS[4], '(' .. now_ms(), '+inf')
+return {last, 0, redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', last .. '-0')}
 `)

@@ -1,16 +1,21 @@
+import { randomUUID } from 'node:crypto'
+import type { UnsequencedRunEvent } from '../../protocol/index.ts'
 import type {
   ActiveRun,
   BeginRun,
   BeginRunResult,
+  ExpiredLease,
   FinishRun,
   HistoryMessage,
   LoggedEvent,
+  OpenResult,
   SessionRecord,
+  SessionRef,
   SessionStore,
 } from '../types.ts'
 import type { RedisLog, SharedRedis } from './connections.ts'
 import { frameTemplate, frameWithSeq } from './frame-template.ts'
-import { allKeys, sessionKeys, type SessionKeys } from './keys.ts'
+import { allKeys, leasesKey, metaKey, sessionKeys, userSessionsKey } from './keys.ts'
 import * as scripts from './scripts.ts'
 
 /** Idempotency keys remembered per session; older ones are forgotten first (as in memory). */
@@ -20,21 +25,22 @@ export interface RedisSessionStoreOptions {
   commands: SharedRedis
   prefix: string
   ttlSeconds: number
-  /** Stream MAXLEN, for the final event finishRun appends. */
+  /** Stream MAXLEN. */
   maxEvents: number
   /** A watcher not refreshed for this long no longer counts: a crashed instance's age out. */
   watcherTtlMs: number
   log: RedisLog
 }
 
-/** What the run hash field holds: the ActiveRun without its lease. */
-type StoredRun = Omit<ActiveRun, 'leaseExpiresAt'>
-type SessionReply = [owner: string, createdAt: string, updatedAt: string, messages: string[]]
+/** What the `run` hash field holds: the ActiveRun without its start seq and lease. */
+type StoredRun = Omit<ActiveRun, 'leaseExpiresAt' | 'startAfterSeq'>
+type OpenReply = [gen: string, createdAt: string, updatedAt: string, run: string, runStart: string, lease: string, messages: string[]]
 
 /**
- * Sessions in Redis: a hash (owner, timestamps, active run, idempotency keys), a list of
- * history messages and a ZSET of watchers, all expiring together `ttlSeconds` after the last
- * activity. Every check-then-write is one Lua script, so instances never race each other.
+ * Sessions in Redis: a hash (owner, generation, timestamps, active run, idempotency keys), a
+ * list of history messages, a ZSET of watchers and the generation's seq and stream, all
+ * expiring together `ttlSeconds` after the last run, resume or read. Every check-then-write
+ * is one Lua script on one session's keys (one hash slot), fenced by generation and run id.
  */
 export class RedisSessionStore implements SessionStore {
   readonly #commands: SharedRedis
@@ -42,10 +48,6 @@ export class RedisSessionStore implements SessionStore {
   readonly #ttlMs: number
   readonly #maxEvents: number
   readonly #watcherTtlMs: number
-  readonly #log: RedisLog
-  /** This instance's watchers, refreshed in Redis while they live. */
-  readonly #watching = new Map<string, Set<string>>()
-  readonly #refresher: NodeJS.Timeout
   #closed = false
 
   constructor(options: RedisSessionStoreOptions) {
@@ -54,152 +56,178 @@ export class RedisSessionStore implements SessionStore {
     this.#ttlMs = options.ttlSeconds * 1000
     this.#maxEvents = options.maxEvents
     this.#watcherTtlMs = options.watcherTtlMs
-    this.#log = options.log
-    this.#refresher = setInterval(() => void this.refreshWatchers(), this.#watcherTtlMs / 3)
-    this.#refresher.unref()
   }
 
-  #keys(sessionId: string): SessionKeys {
-    return sessionKeys(this.#prefix, sessionId)
+  get #redis() {
+    return this.#commands.client
   }
 
-  #run(script: scripts.LuaScript, sessionId: string, args: ReadonlyArray<string | number>): Promise<unknown> {
-    return script.run(this.#commands.client, allKeys(this.#keys(sessionId)), args)
+  #run(script: scripts.LuaScript, ref: SessionRef, args: ReadonlyArray<string | number>): Promise<unknown> {
+    return script.run(this.#redis, allKeys(sessionKeys(this.#prefix, ref)), args)
   }
 
-  async get(sessionId: string): Promise<SessionRecord | null> {
-    const keys = this.#keys(sessionId)
-    const [[, meta], [, messages]] = (await this.#commands.client
+  async get(owner: string, id: string): Promise<SessionRecord | null> {
+    const meta = metaKey(this.#prefix, owner, id)
+    const [[, fields], [, messages]] = (await this.#redis
       .multi()
-      .hmget(keys.meta, 'owner', 'createdAt', 'updatedAt')
-      .lrange(keys.messages, 0, -1)
+      .hmget(meta, 'gen', 'createdAt', 'updatedAt', 'run', 'runStart', 'leaseExpiresAt')
+      .lrange(`${meta}:m`, 0, -1)
       .exec()) as [[null, Array<string | null>], [null, string[]]]
-    const [owner, createdAt, updatedAt] = meta
-    if (owner == null || createdAt == null || updatedAt == null) return null
-    return record(sessionId, [owner, createdAt, updatedAt, messages])
+    const [gen, createdAt, updatedAt, run, runStart, lease] = fields
+    if (gen == null || createdAt == null || updatedAt == null) return null
+    return record(owner, id, [gen, createdAt, updatedAt, run ?? '', runStart ?? '', lease ?? '', messages])
   }
 
-  async getOrCreate(sessionId: string, owner: string): Promise<SessionRecord> {
-    return record(sessionId, (await this.#run(scripts.getOrCreateSession, sessionId, [this.#ttlMs, owner])) as SessionReply)
+  async open(owner: string, id: string, maxSessions: number): Promise<OpenResult> {
+    // The user's count is its own key (its own slot): checked first, then the session opened.
+    const admitted = await scripts.admitSession.run(this.#redis, [userSessionsKey(this.#prefix, owner)], [this.#ttlMs, maxSessions, id])
+    if (admitted !== 1) return { kind: 'too_many' }
+    const meta = metaKey(this.#prefix, owner, id)
+    const reply = (await scripts.openSession.run(this.#redis, [meta, `${meta}:m`], [this.#ttlMs, owner, randomUUID().slice(0, 8)])) as OpenReply
+    return { kind: 'open', session: record(owner, id, reply) }
   }
 
-  async appendMessages(sessionId: string, messages: HistoryMessage[], maxMessages: number): Promise<void> {
-    await this.#run(scripts.appendMessages, sessionId, [this.#ttlMs, maxMessages, ...messages.map((message) => JSON.stringify(message))])
+  async touch(ref: SessionRef): Promise<boolean> {
+    const touched = (await this.#run(scripts.touchSession, ref, [this.#ttlMs, ref.gen])) === 1
+    if (touched) await this.#redis.zadd(userSessionsKey(this.#prefix, ref.owner), Date.now(), ref.id)
+    return touched
   }
 
-  async delete(sessionId: string): Promise<boolean> {
-    const keys = allKeys(this.#keys(sessionId))
-    const [[, existed]] = (await this.#commands.client
-      .multi()
-      .del(keys[0] as string)
-      .del(...keys.slice(1))
-      .exec()) as [[null, number], [null, number]]
-    return existed === 1
+  async expiresIn(ref: SessionRef): Promise<number | null> {
+    const left = Number(await this.#run(scripts.sessionExpiry, ref, [ref.gen]))
+    return left < 0 ? null : left
   }
 
-  async beginRun(sessionId: string, run: BeginRun): Promise<BeginRunResult> {
-    const stored: StoredRun = {
-      runId: run.runId,
-      instanceId: run.instanceId,
-      startAfterSeq: run.startAfterSeq,
-      ...(run.requestId === undefined ? {} : { requestId: run.requestId }),
-    }
-    const reply = (await this.#run(scripts.beginRun, sessionId, [
+  async delete(ref: SessionRef): Promise<boolean> {
+    const deleted = (await this.#run(scripts.deleteSession, ref, [ref.gen])) === 1
+    if (deleted) await this.#redis.zrem(userSessionsKey(this.#prefix, ref.owner), ref.id)
+    return deleted
+  }
+
+  async beginRun(ref: SessionRef, run: BeginRun): Promise<BeginRunResult> {
+    const stored: StoredRun = { runId: run.runId, instanceId: run.instanceId, ...(run.requestId === undefined ? {} : { requestId: run.requestId }) }
+    const reply = (await this.#run(scripts.beginRun, ref, [
       this.#ttlMs,
+      ref.gen,
       run.runId,
       run.requestId ?? '',
       run.leaseMs,
       JSON.stringify(stored),
-      JSON.stringify({ runId: run.runId, startAfterSeq: run.startAfterSeq }),
       REQUEST_IDS_KEPT,
-    ])) as [kind: string, ...rest: string[]]
-    const [kind, first = '', second = ''] = reply
-    if (kind === 'missing') throw new Error(`session ${sessionId} does not exist`)
-    if (kind === 'duplicate') return { kind, ...(JSON.parse(first) as { runId: string; startAfterSeq: number }) }
-    if (kind === 'busy') return { kind, active: activeRun(first, second) }
-    return { kind: 'started' }
+      run.maxMessages,
+      JSON.stringify(run.userMessage),
+    ])) as [kind: string, ...rest: unknown[]]
+    const [kind, first, second, third] = reply as [string, string, string | string[], string]
+    if (kind === 'gone') return { kind }
+    if (kind === 'duplicate') return { kind, runId: first, startAfterSeq: Number(second) }
+    if (kind === 'busy') return { kind, active: activeRun(first, second as string, third) }
+    await this.#redis.zadd(leasesKey(this.#prefix), Date.now() + run.leaseMs, leaseMember(ref, run.runId))
+    return { kind: 'started', startAfterSeq: Number(first), history: (second as string[]).map(parseMessage) }
   }
 
-  async activeRun(sessionId: string): Promise<ActiveRun | null> {
-    const [run, lease] = await this.#commands.client.hmget(this.#keys(sessionId).meta, 'run', 'leaseExpiresAt')
-    return run == null || lease == null ? null : activeRun(run, lease)
+  async activeRun(ref: SessionRef): Promise<ActiveRun | null> {
+    const [gen, run, runStart, lease] = await this.#redis.hmget(sessionKeys(this.#prefix, ref).meta, 'gen', 'run', 'runStart', 'leaseExpiresAt')
+    return gen !== ref.gen || run == null || runStart == null || lease == null ? null : activeRun(run, runStart, lease)
   }
 
-  async renewLease(sessionId: string, runId: string, leaseMs: number): Promise<boolean> {
-    return (await this.#run(scripts.renewLease, sessionId, [this.#ttlMs, runId, leaseMs])) === 1
+  async append(ref: SessionRef, runId: string, event: UnsequencedRunEvent): Promise<LoggedEvent | null> {
+    const template = frameTemplate(event)
+    const seq = Number(await this.#run(scripts.appendEvent, ref, [this.#ttlMs, ref.gen, runId, this.#maxEvents, template.head, template.tail]))
+    return seq > 0 ? { seq, frame: frameWithSeq(template, seq) } : null
   }
 
-  async endRun(sessionId: string, runId: string): Promise<boolean> {
-    return (await this.#run(scripts.endRun, sessionId, [this.#ttlMs, runId])) === 1
+  async renewLease(ref: SessionRef, runId: string, leaseMs: number): Promise<boolean> {
+    const expires = Number(await this.#run(scripts.renewLease, ref, [this.#ttlMs, ref.gen, runId, leaseMs]))
+    if (expires > 0) await this.#redis.zadd(leasesKey(this.#prefix), 'XX', expires, leaseMember(ref, runId))
+    return expires > 0
   }
 
-  /** Backend.finishRun: the final event and the end of the run, atomically. */
-  async finishRun(sessionId: string, finish: FinishRun): Promise<LoggedEvent | null> {
+  async finishRun(ref: SessionRef, finish: FinishRun): Promise<LoggedEvent | null> {
     const template = frameTemplate(finish.event)
     const seq = Number(
-      await this.#run(scripts.finishRun, sessionId, [
+      await this.#run(scripts.finishRun, ref, [
         this.#ttlMs,
+        ref.gen,
         finish.runId,
         this.#maxEvents,
         template.head,
         template.tail,
         finish.ifLeaseExpired ? '1' : '0',
         finish.ifLastSeq ?? '',
+        finish.maxMessages,
+        ...finish.messages.map((message) => JSON.stringify(message)),
       ]),
     )
-    return seq > 0 ? { seq, frame: frameWithSeq(template, seq) } : null
+    if (seq <= 0) return null
+    await this.#redis.zrem(leasesKey(this.#prefix), leaseMember(ref, finish.runId))
+    return { seq, frame: frameWithSeq(template, seq) }
   }
 
-  async addWatcher(sessionId: string, watcherId: string): Promise<void> {
-    let ids = this.#watching.get(sessionId)
-    if (!ids) this.#watching.set(sessionId, (ids = new Set()))
-    ids.add(watcherId)
-    await this.#run(scripts.upsertWatchers, sessionId, [this.#ttlMs, this.#watcherTtlMs, '0', watcherId])
+  async releaseRun(ref: SessionRef, runId: string): Promise<boolean> {
+    const released = (await this.#run(scripts.releaseRun, ref, [ref.gen, runId])) === 1
+    await this.#redis.zrem(leasesKey(this.#prefix), leaseMember(ref, runId))
+    return released
   }
 
-  async removeWatcher(sessionId: string, watcherId: string): Promise<number> {
-    const ids = this.#watching.get(sessionId)
-    ids?.delete(watcherId)
-    if (ids?.size === 0) this.#watching.delete(sessionId)
-    return Number(await this.#run(scripts.removeWatcher, sessionId, [watcherId]))
+  async expiredLeases(limit: number): Promise<ExpiredLease[]> {
+    const members = (await scripts.expiredLeases.run(this.#redis, [leasesKey(this.#prefix)], [limit])) as string[]
+    const expired: ExpiredLease[] = []
+    for (const member of members) {
+      const [owner, id, gen, runId] = JSON.parse(member) as [string, string, string, string]
+      // Runs that ended without their entry removed (a crash between the two steps) go here.
+      if ((await this.activeRun({ owner, id, gen }))?.runId === runId) expired.push({ ref: { owner, id, gen }, runId })
+      else await this.#redis.zrem(leasesKey(this.#prefix), member)
+    }
+    return expired
   }
 
-  async watcherCount(sessionId: string): Promise<number> {
-    return Number(await this.#run(scripts.countWatchers, sessionId, []))
+  async addWatcher(ref: SessionRef, watcherId: string): Promise<void> {
+    await this.#run(scripts.upsertWatchers, ref, [ref.gen, this.#watcherTtlMs, this.#ttlMs, watcherId])
   }
 
-  /** Pushes out the expiry of this instance's watchers (and of their sessions). Runs on a timer. */
-  async refreshWatchers(): Promise<void> {
-    const refreshes = [...this.#watching].map(([sessionId, ids]) =>
-      this.#run(scripts.upsertWatchers, sessionId, [this.#ttlMs, this.#watcherTtlMs, '1', ...ids]),
-    )
-    const failed = (await Promise.allSettled(refreshes)).filter((result) => result.status === 'rejected')
-    if (failed.length > 0) this.#log.warn({ err: failed[0]?.reason, failed: failed.length }, 'watcher refresh failed')
+  async removeWatcher(ref: SessionRef, watcherId: string): Promise<number> {
+    return Number(await this.#run(scripts.removeWatcher, ref, [watcherId]))
+  }
+
+  async watcherCount(ref: SessionRef): Promise<number> {
+    return Number(await this.#run(scripts.countWatchers, ref, []))
+  }
+
+  async refreshWatchers(watched: ReadonlyArray<{ ref: SessionRef; ids: readonly string[] }>): Promise<void> {
+    await Promise.all(watched.map(({ ref, ids }) => this.#run(scripts.upsertWatchers, ref, [ref.gen, this.#watcherTtlMs, this.#ttlMs, ...ids])))
   }
 
   async ping(): Promise<void> {
-    await this.#commands.client.ping()
+    await this.#redis.ping()
   }
 
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    clearInterval(this.#refresher)
-    this.#watching.clear()
     await this.#commands.release()
   }
 }
 
-function record(id: string, [owner, createdAt, updatedAt, messages]: SessionReply): SessionRecord {
+function leaseMember(ref: SessionRef, runId: string): string {
+  return JSON.stringify([ref.owner, ref.id, ref.gen, runId])
+}
+
+function parseMessage(message: string): HistoryMessage {
+  return JSON.parse(message) as HistoryMessage
+}
+
+function record(owner: string, id: string, [gen, createdAt, updatedAt, run, runStart, lease, messages]: OpenReply): SessionRecord {
   return {
-    id,
     owner,
-    messages: messages.map((message) => JSON.parse(message) as HistoryMessage),
+    id,
+    gen,
+    messages: messages.map(parseMessage),
     createdAt: Number(createdAt),
     updatedAt: Number(updatedAt),
+    active: run && runStart && lease ? activeRun(run, runStart, lease) : null,
   }
 }
 
-function activeRun(run: string, leaseExpiresAt: string): ActiveRun {
-  return { ...(JSON.parse(run) as StoredRun), leaseExpiresAt: Number(leaseExpiresAt) }
+function activeRun(run: string, runStart: string, leaseExpiresAt: string): ActiveRun {
+  return { ...(JSON.parse(run) as StoredRun), startAfterSeq: Number(runStart), leaseExpiresAt: Number(leaseExpiresAt) }
 }

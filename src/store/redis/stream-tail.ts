@@ -1,11 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Redis } from 'ioredis'
-import type { LoggedEvent } from '../types.ts'
+import type { LogListener, LoggedEvent } from '../types.ts'
 import { whenReady, type RedisLog } from './connections.ts'
 
-type Listener = (event: LoggedEvent) => void
-/** As XREAD returns them; every entry of a session stream has the one field `f` (the frame). */
-type StreamEntries = Array<[id: string, fields: [name: string, frame: string]]>
+type Listener = LogListener
+/**
+ * As XREAD returns them: an event `<seq>-0` has the one field `f` (the frame); a deletion's
+ * end mark `<last seq>-1` has the field `end`.
+ */
+type StreamEntries = Array<[id: string, fields: [name: string, value: string]]>
 
 /** What an event log needs from a tail (an interface, so its ordering can be tested alone). */
 export interface Tail {
@@ -15,6 +18,9 @@ export interface Tail {
    */
   add(key: string, afterSeq: number, listener: Listener): number
   remove(key: string, listener: Listener): void
+  /** Leaves the stream out of the reads until resumed as often (a reader's socket is backed up). */
+  pause(key: string): void
+  resume(key: string): void
   close(): Promise<void>
 }
 
@@ -22,6 +28,7 @@ interface Tailed {
   /** The seq of the last entry dispatched (or the first listener's starting point). */
   cursor: number
   listeners: Set<Listener>
+  paused: number
 }
 
 /** Longest wait of one XREAD by default; a new stream interrupts it through the wake stream. */
@@ -80,7 +87,7 @@ export class StreamTail implements Tail {
   add(key: string, afterSeq: number, listener: Listener): number {
     let tailed = this.#streams.get(key)
     if (!tailed) {
-      tailed = { cursor: afterSeq, listeners: new Set() }
+      tailed = { cursor: afterSeq, listeners: new Set(), paused: 0 }
       this.#streams.set(key, tailed)
       this.#wake()
     }
@@ -94,6 +101,17 @@ export class StreamTail implements Tail {
     tailed.listeners.delete(listener)
     // Dropped from the next read; a read in flight is not interrupted for it.
     if (tailed.listeners.size === 0) this.#streams.delete(key)
+  }
+
+  pause(key: string): void {
+    const tailed = this.#streams.get(key)
+    if (tailed) tailed.paused++
+  }
+
+  resume(key: string): void {
+    const tailed = this.#streams.get(key)
+    if (!tailed || tailed.paused === 0) return
+    if (--tailed.paused === 0) this.#wake()
   }
 
   async close(): Promise<void> {
@@ -125,12 +143,12 @@ export class StreamTail implements Tail {
 
   async #run(): Promise<void> {
     while (!this.#closed) {
-      if (this.#streams.size === 0) {
+      const streams = [...this.#streams].filter(([, tailed]) => tailed.paused === 0)
+      if (streams.length === 0) {
         await new Promise<void>((resolve) => (this.#idle = resolve))
         this.#idle = undefined
         continue
       }
-      const streams = [...this.#streams]
       const keys = streams.map(([key]) => key)
       const reading = new Map(streams)
       this.#reading = reading
@@ -168,15 +186,27 @@ export class StreamTail implements Tail {
     // Removed meanwhile, or removed and added again from another seq: the next read serves it.
     if (!tailed || this.#streams.get(key) !== tailed) return
     for (const [id, fields] of entries) {
+      // Paused meanwhile (by a listener, even mid-batch): the rest is read again on resume.
+      if (tailed.paused > 0) return
       const seq = Number.parseInt(id, 10)
+      // An end mark, or entries trimmed before we read them (the reader was paused too long).
+      if (!id.endsWith('-0') || seq !== tailed.cursor + 1) {
+        this.#streams.delete(key)
+        this.#tell(tailed, (listener) => listener.end(id.endsWith('-0') ? 'history_gone' : 'deleted'))
+        return
+      }
       tailed.cursor = seq
       const event: LoggedEvent = { seq, frame: fields[1] }
-      for (const listener of tailed.listeners) {
-        try {
-          listener(event)
-        } catch (err) {
-          this.#log.error({ err, seq }, 'event listener failed')
-        }
+      this.#tell(tailed, (listener) => listener.event(event))
+    }
+  }
+
+  #tell(tailed: Tailed, call: (listener: Listener) => void): void {
+    for (const listener of [...tailed.listeners]) {
+      try {
+        call(listener)
+      } catch (err) {
+        this.#log.error({ err }, 'event listener failed')
       }
     }
   }

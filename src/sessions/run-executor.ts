@@ -1,0 +1,284 @@
+import type { FastifyBaseLogger } from 'fastify'
+import { createProgress, producedMessages, runAgent, type AgentEvent } from '../agent/run-agent.ts'
+import type { ModelClient } from '../agent/models/types.ts'
+import type { ToolRegistry } from '../agent/tools/registry.ts'
+import { UpstreamError } from '../agent/upstream-error.ts'
+import type { ErrorCode, FinishReason, UnsequencedRunEvent } from '../protocol/index.ts'
+import { refKey, type Backend, type ControlMessage, type HistoryMessage, type SessionRef } from '../store/types.ts'
+import { cancelledFrame, completeFrame, failureFrame, runEvent, thinkingFrame, type Finish } from './run-events.ts'
+import type { Subscriptions } from './subscriptions.ts'
+import { RunAborted, type AbortCause } from './watcher.ts'
+
+export interface ExecutorConfig {
+  systemPrompt: string
+  historyMaxMessages: number
+  resumeGraceMs: number
+  maxToolRounds: number
+  /** How long a run's lease lives without renewal; another instance ends it as interrupted after. */
+  leaseMs: number
+}
+
+/** The moments of one run; whoever measures them keeps the clock. */
+export interface RunTracker {
+  event(type: AgentEvent['type']): void
+  /** A cancel or a delete asked the run to stop; its latency ends with `ended`. */
+  cancelRequested(): void
+  ended(finishReason: FinishReason): void
+}
+
+export interface RunObserver {
+  started(): RunTracker
+  resumed(result: 'ok' | ErrorCode): void
+  /** A run of a lost instance was ended here as interrupted. */
+  interrupted(): void
+}
+
+export interface RunExecutorOptions {
+  backend: Backend
+  model: ModelClient
+  tools: ToolRegistry
+  config: ExecutorConfig
+  logger: FastifyBaseLogger
+  subscriptions: Subscriptions
+  observer?: RunObserver | undefined
+}
+
+/** What a started run needs: its identity and the conversation it answers. */
+export interface RunStart {
+  ref: SessionRef
+  runId: string
+  requestId: string | undefined
+  history: HistoryMessage[]
+  userMessage: HistoryMessage
+}
+
+interface LocalRun extends RunStart {
+  controller: AbortController
+  /** Settles when the run is over here: its final events logged, or given up. */
+  done: Promise<void>
+  graceTimer?: NodeJS.Timeout
+  tracker?: RunTracker | undefined
+}
+
+/** The run was refused a write: it no longer holds its session (ended elsewhere, deleted, lost). */
+class Fenced extends Error {
+  override name = 'Fenced'
+}
+
+/**
+ * Executes this instance's runs: the only writer of a run's events, lease and final frames.
+ * Every write is fenced in the store by (generation, run id), so a run that lost its session
+ * (ended as interrupted by another instance, deleted, its state lost) stops at its next write.
+ */
+export class RunExecutor {
+  readonly #options: RunExecutorOptions
+  readonly #runs = new Map<string, LocalRun>()
+
+  constructor(options: RunExecutorOptions) {
+    this.#options = options
+    options.backend.control.onMessage((message) => this.#onControl(message))
+  }
+
+  get activeRunCount(): number {
+    return this.#runs.size
+  }
+
+  isLocal(ref: SessionRef, runId: string): boolean {
+    return this.#runs.get(refKey(ref))?.runId === runId
+  }
+
+  /**
+   * Takes over a run the store has just begun; from here on it always ends. `unwatched`: its
+   * sender left before watching it, so the grace starts now.
+   */
+  start(start: RunStart, options: { unwatched?: boolean } = {}): void {
+    const run: LocalRun = { ...start, controller: new AbortController(), done: Promise.resolve(), tracker: this.#options.observer?.started() }
+    const key = refKey(run.ref)
+    this.#runs.set(key, run)
+    if (options.unwatched) this.#armGrace(run)
+    run.done = this.#execute(run).finally(() => {
+      clearTimeout(run.graceTimer)
+      if (this.#runs.get(key) === run) this.#runs.delete(key)
+    })
+  }
+
+  /** Stops the run wherever it runs: here through its controller, elsewhere through the bus. */
+  async abort(ref: SessionRef, runId: string, cause: 'cancel' | 'deleted'): Promise<void> {
+    const run = this.#runs.get(refKey(ref))
+    if (run?.runId === runId) return this.#abortLocal(run, cause)
+    await this.#options.backend.control.publish({ kind: 'cancel', ref, runId, reason: cause === 'deleted' ? 'deleted' : 'client' })
+  }
+
+  /** Resolves when the local run is over; undefined when it does not run here. */
+  whenDone(ref: SessionRef, runId: string): Promise<void> | undefined {
+    const run = this.#runs.get(refKey(ref))
+    return run?.runId === runId ? run.done : undefined
+  }
+
+  /** Shutdown: runs get `graceMs` to finish, then are cancelled; resolves when all have ended. */
+  async drain(graceMs: number): Promise<void> {
+    const all = () => Promise.all([...this.#runs.values()].map((run) => run.done))
+    let timer: NodeJS.Timeout | undefined
+    let graceOver = false
+    const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs))).then(() => (graceOver = true))
+    // Runs started during the grace (a chat on a socket still open) are waited for too.
+    while (this.#runs.size > 0 && !graceOver) await Promise.race([all(), grace])
+    clearTimeout(timer)
+    while (this.#runs.size > 0) {
+      for (const run of this.#runs.values()) run.controller.abort(new RunAborted('shutdown'))
+      await all()
+    }
+  }
+
+  #abortLocal(run: LocalRun, cause: AbortCause): void {
+    if (run.controller.signal.aborted) return
+    if (cause === 'cancel' || cause === 'deleted') run.tracker?.cancelRequested()
+    run.controller.abort(new RunAborted(cause))
+  }
+
+  #onControl(message: ControlMessage): void {
+    const run = this.#runs.get(refKey(message.ref))
+    if (run?.runId !== message.runId) return
+    if (message.kind === 'cancel') return this.#abortLocal(run, message.reason === 'deleted' ? 'deleted' : 'cancel')
+    this.#armGrace(run)
+  }
+
+  /** Nobody watches the run anywhere: it ends after the grace unless somebody comes back. */
+  #armGrace(run: LocalRun): void {
+    clearTimeout(run.graceTimer)
+    run.graceTimer = setTimeout(() => void this.#abortIfUnwatched(run), this.#options.config.resumeGraceMs)
+    run.graceTimer.unref()
+  }
+
+  async #abortIfUnwatched(run: LocalRun): Promise<void> {
+    const { logger, backend } = this.#options
+    try {
+      if ((await backend.sessions.watcherCount(run.ref)) > 0) return
+      logger.info({ sessionId: run.ref.id, userId: run.ref.owner, runId: run.runId }, 'run aborted: nobody resumed within the grace')
+      this.#abortLocal(run, 'disconnect')
+    } catch (err) {
+      logger.warn({ err, sessionId: run.ref.id, runId: run.runId }, 'could not check watchers')
+    }
+  }
+
+  /** Logs one event of the run, then waits until its local watchers can take more. */
+  async #append(run: LocalRun, event: UnsequencedRunEvent): Promise<void> {
+    const logged = await this.#options.backend.sessions.append(run.ref, run.runId, event)
+    if (!logged) throw new Fenced()
+    await this.#options.subscriptions.whenWritable(run.ref)
+  }
+
+  async #execute(run: LocalRun): Promise<void> {
+    const { backend, config, logger } = this.#options
+    const { ref, runId, controller } = run
+    const log = logger.child({ sessionId: ref.id, userId: ref.owner, runId })
+    const lease = setInterval(() => {
+      backend.sessions.renewLease(ref, runId, config.leaseMs).then(
+        (held) => {
+          if (held || controller.signal.aborted) return
+          log.warn('lease lost: the run no longer holds its session')
+          this.#abortLocal(run, 'fenced')
+        },
+        (err: unknown) => log.warn({ err }, 'lease renewal failed'),
+      )
+    }, config.leaseMs / 3)
+    lease.unref()
+    const progress = createProgress()
+    let finish: Finish = { finishReason: 'stop' }
+    try {
+      await this.#append(run, thinkingFrame(ref, runId, run.requestId))
+      log.info('run started')
+      const outcome = await runAgent(
+        {
+          model: this.#options.model,
+          tools: this.#options.tools,
+          messages: [{ role: 'system', content: config.systemPrompt }, ...withoutOrphanedToolResults(run.history), run.userMessage],
+          signal: controller.signal,
+          maxToolRounds: config.maxToolRounds,
+          sessionId: ref.id,
+          userId: ref.owner,
+          emit: (event) => {
+            run.tracker?.event(event.type)
+            return this.#append(run, runEvent(ref.id, runId, event))
+          },
+        },
+        progress,
+      )
+      finish = await this.#finish(run, progress, outcome)
+    } catch (err) {
+      finish = await this.#fail(run, progress, err, log)
+    } finally {
+      clearInterval(lease)
+    }
+    run.tracker?.ended(finish.finishReason)
+    log.info({ finishReason: finish.finishReason }, 'run complete')
+  }
+
+  /** Logs `complete` with the run's messages, freeing the session, in one fenced step. */
+  async #finish(run: LocalRun, progress: ReturnType<typeof createProgress>, finish: Finish): Promise<Finish> {
+    const { backend, config } = this.#options
+    const logged = await backend.sessions.finishRun(run.ref, {
+      runId: run.runId,
+      event: completeFrame(run.ref, run.runId, run.requestId, progress, finish),
+      messages: producedMessages(progress),
+      maxMessages: config.historyMaxMessages,
+    })
+    if (!logged) throw new Fenced()
+    return finish
+  }
+
+  /** The run stopped early: log why (cancelled, or the error) and its `complete`, unless it was fenced. */
+  async #fail(run: LocalRun, progress: ReturnType<typeof createProgress>, err: unknown, log: FastifyBaseLogger): Promise<Finish> {
+    const { ref, runId, controller } = run
+    const cause = controller.signal.aborted ? (controller.signal.reason as RunAborted).cause : undefined
+    if (err instanceof Fenced || cause === 'fenced') return this.#fenced(run, log)
+    try {
+      if (cause) {
+        log.info({ cause }, 'run cancelled')
+        await this.#append(run, cancelledFrame(ref, runId))
+        return await this.#finish(run, progress, { finishReason: 'cancelled', reason: cause })
+      }
+      logFailure(log, err)
+      await this.#append(run, failureFrame(ref, runId, run.requestId, err))
+      return await this.#finish(run, progress, { finishReason: 'error' })
+    } catch (finalErr) {
+      if (finalErr instanceof Fenced) return this.#fenced(run, log)
+      // The store could not take the final events: nobody here may wait for them.
+      log.error({ err: finalErr }, 'run could not log its end')
+      this.#options.subscriptions.end(ref, 'lost')
+      return { finishReason: 'interrupted' }
+    }
+  }
+
+  /** Refused a write: ended elsewhere (its `complete` is logged there) or the session is gone. */
+  async #fenced(run: LocalRun, log: FastifyBaseLogger): Promise<Finish> {
+    run.controller.abort(new RunAborted('fenced'))
+    const session = await this.#options.backend.sessions.get(run.ref.owner, run.ref.id).catch(() => null)
+    if (session?.gen === run.ref.gen) {
+      log.warn('run fenced: another instance ended it')
+    } else {
+      // Deleted (its watchers heard so from the log) or lost with the store's state.
+      log.warn('run fenced: its session is gone')
+      this.#options.subscriptions.end(run.ref, 'lost')
+    }
+    return { finishReason: 'interrupted' }
+  }
+}
+
+function logFailure(log: FastifyBaseLogger, err: unknown): void {
+  const failure = err instanceof UpstreamError ? err : undefined
+  if (failure?.failure === 'auth') {
+    // Every run will fail the same way until someone fixes the deployment: say so loudly.
+    log.error({ err, failure: failure.failure, status: failure.status }, 'UPSTREAM REJECTED OUR CREDENTIALS: check OPENAI_API_KEY / OPENAI_BASE_URL')
+  } else if (failure) log.warn({ err, failure: failure.failure, status: failure.status }, 'run failed upstream')
+  else log.error({ err }, 'run failed')
+}
+
+/**
+ * History trimmed from the front may start with tool results whose assistant tool_calls were
+ * dropped; OpenAI refuses such a request (400), so they go too.
+ */
+function withoutOrphanedToolResults(messages: HistoryMessage[]): HistoryMessage[] {
+  const first = messages.findIndex((message) => message.role !== 'tool')
+  return first === -1 ? [] : messages.slice(first)
+}

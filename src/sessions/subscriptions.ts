@@ -1,0 +1,180 @@
+import type { FastifyBaseLogger } from 'fastify'
+import { frameKind } from '../protocol/serialize.ts'
+import { refKey, type Backend, type LogEnd, type LoggedEvent, type SessionRef } from '../store/types.ts'
+import { Subscription, type SubscriptionOwner } from './subscription.ts'
+import { WatcherClosed, type Watcher } from './watcher.ts'
+
+export interface SubscriptionsOptions {
+  backend: Backend
+  log: FastifyBaseLogger
+  /** How often this instance re-counts its watchers of sessions with a run (they age out unrefreshed). */
+  refreshMs: number
+  /** Told the number of open subscriptions whenever it changes (agw_subscriptions_active). */
+  onCount?: (count: number) => void
+}
+
+/** The sessions this instance watches, with what is known of each. */
+interface Watched {
+  ref: SessionRef
+  subscriptions: Set<Subscription>
+  /** A run of the session is in progress (its `thinking` passed, its `complete` not yet). */
+  running: boolean
+  expiryTimer?: NodeJS.Timeout
+}
+
+/** setTimeout's limit. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * Every subscription of this instance, by session: who gets a session's frames, when a run
+ * may pull more (`whenWritable`), when a session's last watcher left (the grace), and when a
+ * watched session expired. A subscription enters and leaves through its own constructor and
+ * close(): this hub never has to be kept in step by hand.
+ */
+export class Subscriptions implements SubscriptionOwner {
+  readonly #backend: Backend
+  readonly #log: FastifyBaseLogger
+  readonly #onCount: ((count: number) => void) | undefined
+  readonly #watched = new Map<string, Watched>()
+  readonly #refresher: NodeJS.Timeout
+  #count = 0
+
+  constructor(options: SubscriptionsOptions) {
+    this.#backend = options.backend
+    this.#log = options.log
+    this.#onCount = options.onCount
+    this.#refresher = setInterval(() => void this.#refresh(), options.refreshMs)
+    this.#refresher.unref()
+  }
+
+  get count(): number {
+    return this.#count
+  }
+
+  /**
+   * Starts `watcher` watching `ref` from `afterSeq` (or returns its subscription, if it has
+   * one). The subscription exists from the first line on; every await after re-checks it.
+   */
+  async subscribe(watcher: Watcher, ref: SessionRef, afterSeq: number): Promise<Subscription> {
+    if (!watcher.isOpen) {
+      this.#orphanCheck(ref, watcher.id)
+      throw new WatcherClosed()
+    }
+    const held = watcher.watching.get(refKey(ref))
+    if (held) return held
+    const subscription = new Subscription(ref, watcher, this)
+    const { promise: counted, resolve } = Promise.withResolvers<void>()
+    subscription.counted = counted
+    try {
+      // Counted first, so that the caller's next step follows the subscription at once.
+      await this.#backend.sessions.addWatcher(ref, watcher.id).finally(resolve)
+      if (subscription.closed) throw new WatcherClosed()
+      subscription.attach(await this.#backend.events.subscribe(ref, afterSeq, subscription))
+      if (subscription.closed) throw new WatcherClosed()
+    } catch (err) {
+      subscription.close()
+      throw err
+    }
+    return subscription
+  }
+
+  /** The session's local subscriptions (for a run relaying to them). */
+  of(ref: SessionRef): ReadonlySet<Subscription> | undefined {
+    return this.#watched.get(refKey(ref))?.subscriptions
+  }
+
+  /** Resolves once every local watcher of the session can take more (end-to-end backpressure). */
+  async whenWritable(ref: SessionRef): Promise<void> {
+    const subscriptions = this.of(ref)
+    if (!subscriptions) return
+    for (const subscription of subscriptions) {
+      if (!subscription.watcher.writable) await subscription.watcher.whenWritable()
+    }
+  }
+
+  /** The session ended for its local watchers (a run found its state gone): each hears why. */
+  end(ref: SessionRef, reason: LogEnd): void {
+    for (const subscription of [...(this.of(ref) ?? [])]) subscription.end(reason)
+  }
+
+  registered(subscription: Subscription): void {
+    let watched = this.#watched.get(subscription.key)
+    if (!watched) {
+      watched = { ref: subscription.ref, subscriptions: new Set(), running: false }
+      this.#watched.set(subscription.key, watched)
+      this.#armExpiry(watched, 0)
+    }
+    watched.subscriptions.add(subscription)
+    this.#count++
+    this.#onCount?.(this.#count)
+  }
+
+  released(subscription: Subscription, counted: Promise<void>): void {
+    const watched = this.#watched.get(subscription.key)
+    if (!watched?.subscriptions.delete(subscription)) return
+    this.#count--
+    this.#onCount?.(this.#count)
+    if (watched.subscriptions.size === 0) {
+      clearTimeout(watched.expiryTimer)
+      this.#watched.delete(subscription.key)
+    }
+    void counted.then(() => this.#orphanCheck(subscription.ref, subscription.watcher.id))
+  }
+
+  seen(subscription: Subscription, event: LoggedEvent): void {
+    const watched = this.#watched.get(subscription.key)
+    if (!watched) return
+    const kind = frameKind(event.frame)
+    if (kind === 'other') return
+    const running = kind === 'thinking'
+    if (watched.running === running) return
+    watched.running = running
+    // A run started: count this instance's watchers of it now, not at the next refresh.
+    if (running) void this.#refreshOnly([watched])
+  }
+
+  /** A watcher left: when it was the last anywhere and a run is active, the run's instance starts the grace. */
+  #orphanCheck(ref: SessionRef, watcherId: string): void {
+    const { sessions, control } = this.#backend
+    void (async () => {
+      if ((await sessions.removeWatcher(ref, watcherId)) > 0) return
+      const active = await sessions.activeRun(ref)
+      if (active) await control.publish({ kind: 'orphaned', ref, runId: active.runId })
+    })().catch((err: unknown) => this.#log.warn({ err, sessionId: ref.id, userId: ref.owner }, 'could not release watcher'))
+  }
+
+  /** At the session's expiry (as the store tells it), check it: gone means its watchers hear so. */
+  #armExpiry(watched: Watched, delayMs: number): void {
+    clearTimeout(watched.expiryTimer)
+    watched.expiryTimer = setTimeout(() => void this.#checkExpiry(watched), Math.min(Math.max(delayMs, 0), MAX_TIMER_MS))
+    watched.expiryTimer.unref()
+  }
+
+  async #checkExpiry(watched: Watched): Promise<void> {
+    let left: number | null
+    try {
+      left = await this.#backend.sessions.expiresIn(watched.ref)
+    } catch (err) {
+      this.#log.warn({ err, sessionId: watched.ref.id }, 'session expiry check failed')
+      left = 5000
+    }
+    if (watched.subscriptions.size === 0) return
+    if (left === null) this.end(watched.ref, 'expired')
+    else this.#armExpiry(watched, left + 50)
+  }
+
+  async #refresh(): Promise<void> {
+    await this.#refreshOnly([...this.#watched.values()].filter((watched) => watched.running))
+  }
+
+  async #refreshOnly(list: Watched[]): Promise<void> {
+    if (list.length === 0) return
+    const watched = list.map(({ ref, subscriptions }) => ({ ref, ids: [...subscriptions].map((s) => s.watcher.id) }))
+    await this.#backend.sessions.refreshWatchers(watched).catch((err: unknown) => this.#log.warn({ err }, 'watcher refresh failed'))
+  }
+
+  close(): void {
+    clearInterval(this.#refresher)
+    for (const watched of this.#watched.values()) clearTimeout(watched.expiryTimer)
+  }
+}

@@ -1,0 +1,247 @@
+import type { UnsequencedRunEvent } from '../../protocol/index.ts'
+import type {
+  ActiveRun,
+  BeginRun,
+  BeginRunResult,
+  ExpiredLease,
+  FinishRun,
+  HistoryMessage,
+  LoggedEvent,
+  OpenResult,
+  SessionRecord,
+  SessionRef,
+  SessionStore,
+} from '../types.ts'
+import type { MemoryEventLog } from './event-log.ts'
+
+/** Idempotency keys remembered per session; older ones are forgotten first. */
+export const REQUEST_IDS_KEPT = 256
+
+interface MemorySession {
+  ref: SessionRef
+  messages: HistoryMessage[]
+  createdAt: number
+  /** When a run last started or ended (protocol.md §4). */
+  updatedAt: number
+  /** The TTL counts from here: the last run, resume or REST read (§5). */
+  touchedAt: number
+  active: ActiveRun | null
+  requests: Map<string, { runId: string; startAfterSeq: number }>
+  watchers: Set<string>
+}
+
+export interface MemoryStoreOptions {
+  ttlSeconds: number
+  log: MemoryEventLog
+  now?: () => number
+}
+
+const ownerKey = (owner: string, id: string) => `${owner.length}:${owner}:${id}`
+
+/** One instance's sessions; every check-then-write is synchronous, so it is atomic. */
+export class MemorySessionStore implements SessionStore {
+  readonly #sessions = new Map<string, MemorySession>()
+  readonly #perOwner = new Map<string, Set<string>>()
+  readonly #log: MemoryEventLog
+  readonly #ttlMs: number
+  readonly #now: () => number
+  readonly #sweeper: NodeJS.Timeout
+  #generation = 0
+
+  constructor(options: MemoryStoreOptions) {
+    this.#ttlMs = options.ttlSeconds * 1000
+    this.#log = options.log
+    this.#now = options.now ?? Date.now
+    this.#sweeper = setInterval(() => this.sweep(), Math.min(this.#ttlMs, 60_000)).unref()
+  }
+
+  /** Forgets sessions idle past their TTL; a session with a run is not idle. */
+  sweep(): void {
+    const now = this.#now()
+    for (const session of this.#sessions.values()) this.#expireIfIdle(session, now)
+  }
+
+  #expireIfIdle(session: MemorySession, now: number): boolean {
+    if (session.active || session.touchedAt + this.#ttlMs > now) return false
+    this.#forget(session, 'expired')
+    return true
+  }
+
+  #forget(session: MemorySession, reason: 'expired' | 'deleted'): void {
+    const key = ownerKey(session.ref.owner, session.ref.id)
+    this.#sessions.delete(key)
+    const owned = this.#perOwner.get(session.ref.owner)
+    owned?.delete(session.ref.id)
+    if (owned?.size === 0) this.#perOwner.delete(session.ref.owner)
+    this.#log.end(session.ref, reason)
+  }
+
+  #find(owner: string, id: string): MemorySession | undefined {
+    const session = this.#sessions.get(ownerKey(owner, id))
+    return session && !this.#expireIfIdle(session, this.#now()) ? session : undefined
+  }
+
+  /** The session `ref` names, if it still exists as that generation. */
+  #live(ref: SessionRef): MemorySession | undefined {
+    const session = this.#find(ref.owner, ref.id)
+    return session?.ref.gen === ref.gen ? session : undefined
+  }
+
+  async get(owner: string, id: string): Promise<SessionRecord | null> {
+    const session = this.#find(owner, id)
+    return session ? publicRecord(session) : null
+  }
+
+  async open(owner: string, id: string, maxSessions: number): Promise<OpenResult> {
+    const found = this.#find(owner, id)
+    if (found) return { kind: 'open', session: publicRecord(found) }
+    const owned = this.#perOwner.get(owner) ?? new Set<string>()
+    // Expired ones do not count: look at each (cheap: at most maxSessions of them).
+    if (owned.size >= maxSessions) for (const other of [...owned]) this.#find(owner, other)
+    if (owned.size >= maxSessions) return { kind: 'too_many' }
+    const now = this.#now()
+    const session: MemorySession = {
+      ref: { owner, id, gen: String(++this.#generation) },
+      messages: [],
+      createdAt: now,
+      updatedAt: now,
+      touchedAt: now,
+      active: null,
+      requests: new Map(),
+      watchers: new Set(),
+    }
+    this.#sessions.set(ownerKey(owner, id), session)
+    owned.add(id)
+    this.#perOwner.set(owner, owned)
+    return { kind: 'open', session: publicRecord(session) }
+  }
+
+  async touch(ref: SessionRef): Promise<boolean> {
+    const session = this.#live(ref)
+    if (session) session.touchedAt = this.#now()
+    return Boolean(session)
+  }
+
+  async expiresIn(ref: SessionRef): Promise<number | null> {
+    const session = this.#live(ref)
+    if (!session) return null
+    return session.active ? this.#ttlMs : session.touchedAt + this.#ttlMs - this.#now()
+  }
+
+  async delete(ref: SessionRef): Promise<boolean> {
+    const session = this.#live(ref)
+    if (session) this.#forget(session, 'deleted')
+    return Boolean(session)
+  }
+
+  async beginRun(ref: SessionRef, run: BeginRun): Promise<BeginRunResult> {
+    const session = this.#live(ref)
+    if (!session) return { kind: 'gone' }
+    if (run.requestId !== undefined) {
+      const seen = session.requests.get(run.requestId)
+      if (seen) return { kind: 'duplicate', ...seen }
+    }
+    if (session.active) return { kind: 'busy', active: { ...session.active } }
+    const now = this.#now()
+    const startAfterSeq = this.#log.lastSeq(ref)
+    session.active = {
+      runId: run.runId,
+      instanceId: run.instanceId,
+      startAfterSeq,
+      leaseExpiresAt: now + run.leaseMs,
+      ...(run.requestId === undefined ? {} : { requestId: run.requestId }),
+    }
+    if (run.requestId !== undefined) {
+      session.requests.set(run.requestId, { runId: run.runId, startAfterSeq })
+      if (session.requests.size > REQUEST_IDS_KEPT) session.requests.delete(session.requests.keys().next().value as string)
+    }
+    const history = structuredClone(session.messages)
+    appendTrimmed(session.messages, [run.userMessage], run.maxMessages)
+    session.updatedAt = session.touchedAt = now
+    return { kind: 'started', startAfterSeq, history }
+  }
+
+  async activeRun(ref: SessionRef): Promise<ActiveRun | null> {
+    const active = this.#live(ref)?.active
+    return active ? { ...active } : null
+  }
+
+  #holder(ref: SessionRef, runId: string): MemorySession | undefined {
+    const session = this.#live(ref)
+    return session?.active?.runId === runId ? session : undefined
+  }
+
+  async append(ref: SessionRef, runId: string, event: UnsequencedRunEvent): Promise<LoggedEvent | null> {
+    return this.#holder(ref, runId) ? this.#log.append(ref, event) : null
+  }
+
+  async renewLease(ref: SessionRef, runId: string, leaseMs: number): Promise<boolean> {
+    const active = this.#holder(ref, runId)?.active
+    if (active) active.leaseExpiresAt = this.#now() + leaseMs
+    return Boolean(active)
+  }
+
+  async finishRun(ref: SessionRef, finish: FinishRun): Promise<LoggedEvent | null> {
+    const session = this.#holder(ref, finish.runId)
+    const now = this.#now()
+    if (!session?.active) return null
+    if (finish.ifLeaseExpired && session.active.leaseExpiresAt > now) return null
+    if (finish.ifLastSeq !== undefined && this.#log.lastSeq(ref) !== finish.ifLastSeq) return null
+    const logged = this.#log.append(ref, finish.event)
+    appendTrimmed(session.messages, finish.messages, finish.maxMessages)
+    session.active = null
+    session.updatedAt = session.touchedAt = now
+    return logged
+  }
+
+  async releaseRun(ref: SessionRef, runId: string): Promise<boolean> {
+    const session = this.#holder(ref, runId)
+    if (session) session.active = null
+    return Boolean(session)
+  }
+
+  /** One instance: nobody else can hold a lease here. */
+  async expiredLeases(): Promise<ExpiredLease[]> {
+    return []
+  }
+
+  async addWatcher(ref: SessionRef, watcherId: string): Promise<void> {
+    this.#live(ref)?.watchers.add(watcherId)
+  }
+
+  async removeWatcher(ref: SessionRef, watcherId: string): Promise<number> {
+    const session = this.#live(ref)
+    session?.watchers.delete(watcherId)
+    return session?.watchers.size ?? 0
+  }
+
+  async watcherCount(ref: SessionRef): Promise<number> {
+    return this.#live(ref)?.watchers.size ?? 0
+  }
+
+  /** Nothing ages out on one instance. */
+  async refreshWatchers(): Promise<void> {}
+
+  async ping(): Promise<void> {}
+
+  async close(): Promise<void> {
+    clearInterval(this.#sweeper)
+    this.#sessions.clear()
+    this.#perOwner.clear()
+  }
+}
+
+function appendTrimmed(messages: HistoryMessage[], added: HistoryMessage[], maxMessages: number): void {
+  messages.push(...structuredClone(added))
+  if (messages.length > maxMessages) messages.splice(0, messages.length - maxMessages)
+}
+
+function publicRecord(session: MemorySession): SessionRecord {
+  return {
+    ...session.ref,
+    messages: structuredClone(session.messages),
+    createdAt: session.createdAt,
+    updatedAt: session.updatedAt,
+    active: session.active ? { ...session.active } : null,
+  }
+}
