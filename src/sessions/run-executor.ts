@@ -246,6 +246,8 @@ export class RunExecutor {
       // The store could not take the final events: nobody here may wait for them.
       log.error({ err: finalErr }, 'run could not log its end')
       this.#options.subscriptions.end(ref, 'lost')
+      // Free the session if the store still can; else its lease lapses (shared stores).
+      await this.#options.backend.sessions.releaseRun(ref, runId).catch(() => false)
       return { finishReason: 'interrupted' }
     }
   }

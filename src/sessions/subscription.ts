@@ -22,7 +22,11 @@ const endMessages: Record<Exclude<LogEnd, 'history_gone' | 'lost'>, string> = {
  * connection's watch list and in the hub) and torn down by one idempotent `close()`, so
  * nothing can outlive it and nothing has to be kept in step by hand.
  */
+let nextSubscription = 0
+
 export class Subscription {
+  /** Its watcher id in the store: unique, so a quick re-subscribe never races its predecessor's release. */
+  readonly id: string
   readonly ref: SessionRef
   readonly key: string
   readonly watcher: Watcher
@@ -33,6 +37,7 @@ export class Subscription {
   counted: Promise<void> = Promise.resolve()
 
   constructor(ref: SessionRef, watcher: Watcher, owner: SubscriptionOwner) {
+    this.id = `${watcher.id}/${++nextSubscription}`
     this.ref = ref
     this.key = refKey(ref)
     this.watcher = watcher

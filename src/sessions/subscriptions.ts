@@ -22,6 +22,8 @@ interface Watched {
   expiryTimer?: NodeJS.Timeout
 }
 
+const NONE: ReadonlySet<Subscription> = new Set()
+
 /** setTimeout's limit. */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
@@ -57,7 +59,7 @@ export class Subscriptions implements SubscriptionOwner {
    */
   async subscribe(watcher: Watcher, ref: SessionRef, afterSeq: number): Promise<Subscription> {
     if (!watcher.isOpen) {
-      this.#orphanCheck(ref, watcher.id)
+      this.#orphanCheck(ref, undefined)
       throw new WatcherClosed()
     }
     const held = watcher.watching.get(refKey(ref))
@@ -67,7 +69,7 @@ export class Subscriptions implements SubscriptionOwner {
     subscription.counted = counted
     try {
       // Counted first, so that the caller's next step follows the subscription at once.
-      await this.#backend.sessions.addWatcher(ref, watcher.id).finally(resolve)
+      await this.#backend.sessions.addWatcher(ref, subscription.id).finally(resolve)
       if (subscription.closed) throw new WatcherClosed()
       subscription.attach(await this.#backend.events.subscribe(ref, afterSeq, subscription))
       if (subscription.closed) throw new WatcherClosed()
@@ -79,22 +81,20 @@ export class Subscriptions implements SubscriptionOwner {
   }
 
   /** The session's local subscriptions (for a run relaying to them). */
-  of(ref: SessionRef): ReadonlySet<Subscription> | undefined {
-    return this.#watched.get(refKey(ref))?.subscriptions
+  of(ref: SessionRef): ReadonlySet<Subscription> {
+    return this.#watched.get(refKey(ref))?.subscriptions ?? NONE
   }
 
   /** Resolves once every local watcher of the session can take more (end-to-end backpressure). */
   async whenWritable(ref: SessionRef): Promise<void> {
-    const subscriptions = this.of(ref)
-    if (!subscriptions) return
-    for (const subscription of subscriptions) {
+    for (const subscription of this.of(ref)) {
       if (!subscription.watcher.writable) await subscription.watcher.whenWritable()
     }
   }
 
   /** The session ended for its local watchers (a run found its state gone): each hears why. */
   end(ref: SessionRef, reason: LogEnd): void {
-    for (const subscription of [...(this.of(ref) ?? [])]) subscription.end(reason)
+    for (const subscription of [...this.of(ref)]) subscription.end(reason)
   }
 
   registered(subscription: Subscription): void {
@@ -109,16 +109,17 @@ export class Subscriptions implements SubscriptionOwner {
     this.#onCount?.(this.#count)
   }
 
+  /** Called once per subscription, by its close(). */
   released(subscription: Subscription, counted: Promise<void>): void {
-    const watched = this.#watched.get(subscription.key)
-    if (!watched?.subscriptions.delete(subscription)) return
+    const watched = this.#watched.get(subscription.key) as Watched
+    watched.subscriptions.delete(subscription)
     this.#count--
     this.#onCount?.(this.#count)
     if (watched.subscriptions.size === 0) {
       clearTimeout(watched.expiryTimer)
       this.#watched.delete(subscription.key)
     }
-    void counted.then(() => this.#orphanCheck(subscription.ref, subscription.watcher.id))
+    void counted.then(() => this.#orphanCheck(subscription.ref, subscription.id))
   }
 
   seen(subscription: Subscription, event: LoggedEvent): void {
@@ -134,10 +135,11 @@ export class Subscriptions implements SubscriptionOwner {
   }
 
   /** A watcher left: when it was the last anywhere and a run is active, the run's instance starts the grace. */
-  #orphanCheck(ref: SessionRef, watcherId: string): void {
+  #orphanCheck(ref: SessionRef, watcherId: string | undefined): void {
     const { sessions, control } = this.#backend
     void (async () => {
-      if ((await sessions.removeWatcher(ref, watcherId)) > 0) return
+      const remaining = watcherId === undefined ? await sessions.watcherCount(ref) : await sessions.removeWatcher(ref, watcherId)
+      if (remaining > 0) return
       const active = await sessions.activeRun(ref)
       if (active) await control.publish({ kind: 'orphaned', ref, runId: active.runId })
     })().catch((err: unknown) => this.#log.warn({ err, sessionId: ref.id, userId: ref.owner }, 'could not release watcher'))
@@ -169,7 +171,7 @@ export class Subscriptions implements SubscriptionOwner {
 
   async #refreshOnly(list: Watched[]): Promise<void> {
     if (list.length === 0) return
-    const watched = list.map(({ ref, subscriptions }) => ({ ref, ids: [...subscriptions].map((s) => s.watcher.id) }))
+    const watched = list.map(({ ref, subscriptions }) => ({ ref, ids: [...subscriptions].map((subscription) => subscription.id) }))
     await this.#backend.sessions.refreshWatchers(watched).catch((err: unknown) => this.#log.warn({ err }, 'watcher refresh failed'))
   }
 

@@ -16,7 +16,12 @@ import {
 import type { SessionService } from '../sessions/session-service.ts'
 import { WatchList, type Watcher } from '../sessions/watcher.ts'
 import type { Claims, Verified } from '../plugins/auth.ts'
+import { closeSocket } from './close-socket.ts'
+import { FrameQueue } from './frame-queue.ts'
 import { SocketFlow, type FlowLimits, type FlowViolation } from './socket-flow.ts'
+import { TokenExpiry } from './token-expiry.ts'
+
+export { closeSocket }
 
 export interface ConnectionLimits {
   maxContentChars: number
@@ -54,17 +59,6 @@ export interface ConnectionObserver {
   closed(code: number): void
 }
 
-/** A socket that ignores our close frame is destroyed after this (ws itself waits 30 s). */
-const CLOSE_TIMEOUT_MS = 1000
-/** setTimeout's limit; a later expiry is re-armed when this fires. */
-const MAX_TIMER_MS = 2 ** 31 - 1
-
-export function closeSocket(socket: WebSocket, code: number, reason: string): void {
-  if (socket.readyState === socket.CLOSED) return
-  if (socket.readyState !== socket.CLOSING) socket.close(code, reason)
-  setTimeout(() => socket.terminate(), CLOSE_TIMEOUT_MS).unref()
-}
-
 function codePoints(text: string, atMost: number): number {
   if (text.length <= atMost) return text.length
   let count = 0
@@ -84,10 +78,8 @@ export class Connection implements Watcher {
   readonly log: FastifyBaseLogger
   /** Cleared by each heartbeat ping, set by the pong. */
   alive = true
-  #expiresAt: number
-  #expiryTimer: NodeJS.Timeout | undefined
-  #queue: Promise<void> = Promise.resolve()
-  #pending = 0
+  readonly #expiry: TokenExpiry
+  readonly #frames: FrameQueue
   #open = true
   readonly #flow: SocketFlow
   readonly watching: WatchList
@@ -99,10 +91,19 @@ export class Connection implements Watcher {
     this.#options = options
     this.socket = options.socket
     this.userId = options.claims.sub
-    this.#expiresAt = options.claims.exp * 1000
     this.log = options.log.child({ connId: this.id, userId: this.userId })
     this.watching = new WatchList(options.limits.maxWatched)
     this.#flow = new SocketFlow(this.socket, options.limits.flow, (violation) => this.#onFlowViolation(violation))
+    this.#frames = new FrameQueue({
+      maxPending: options.limits.maxPendingFrames,
+      admit: (frame) => (this.isOpen ? options.admit?.(this, frame) : undefined),
+      serve: (frame) => this.#serve(frame),
+      refuse: (err, frame) => this.#refuse(err, frame),
+      onOverflow: (pending) => {
+        this.log.warn({ pending }, 'closing: too many pending frames')
+        this.close(CloseCode.policyViolation, CloseReason.tooManyPendingFrames)
+      },
+    })
     // Listeners first, synchronously: a frame sent right after the handshake must not be lost.
     this.socket.on('message', (data, isBinary) => {
       // Nothing may escape into ws's event handling: a throw there would take the process down.
@@ -114,7 +115,10 @@ export class Connection implements Watcher {
     })
     this.socket.on('pong', () => (this.alive = true))
     this.socket.once('close', (code) => this.#onClose(code))
-    this.#armExpiry()
+    this.#expiry = new TokenExpiry(options.claims.exp * 1000, () => {
+      this.log.info('token expired')
+      this.close(CloseCode.unauthorized, CloseReason.tokenExpired)
+    })
     options.observer?.opened()
     this.log.info('connected')
   }
@@ -168,17 +172,6 @@ export class Connection implements Watcher {
     this.watching.closeAll()
   }
 
-  #armExpiry(): void {
-    clearTimeout(this.#expiryTimer)
-    const delay = this.#expiresAt - Date.now()
-    this.#expiryTimer = setTimeout(() => {
-      if (Date.now() < this.#expiresAt) return this.#armExpiry()
-      this.log.info('token expired')
-      this.close(CloseCode.unauthorized, CloseReason.tokenExpired)
-    }, Math.min(Math.max(delay, 0), MAX_TIMER_MS))
-    this.#expiryTimer.unref()
-  }
-
   #onMessage(data: RawData, isBinary: boolean): void {
     const parsed = parseClientFrame(data, isBinary)
     this.#options.observer?.received(parsed.ok ? parsed.frame.type : 'invalid')
@@ -187,15 +180,7 @@ export class Connection implements Watcher {
       this.#countInvalid()
       return
     }
-    const { frame } = parsed
-    if (++this.#pending > this.#options.limits.maxPendingFrames) {
-      this.log.warn({ pending: this.#pending }, 'closing: too many pending frames')
-      this.close(CloseCode.policyViolation, CloseReason.tooManyPendingFrames)
-      return
-    }
-    // In order, one at a time (answers keep the order of the frames, rate-limit refusals
-    // included); handlers return as soon as a run is started, never when it ends.
-    this.#queue = this.#queue.then(() => this.#serve(frame)).finally(() => this.#pending--)
+    this.#frames.push(parsed.frame)
   }
 
   #countInvalid(): void {
@@ -211,11 +196,14 @@ export class Connection implements Watcher {
 
   async #serve(frame: ClientFrame): Promise<void> {
     try {
-      if (!this.isOpen) return
-      await this.#options.admit?.(this, frame)
-      await this.#dispatch(frame)
+      if (this.isOpen) await this.#dispatch(frame)
     } catch (err) {
-      this.#refuse(err, frame)
+      try {
+        this.#refuse(err, frame)
+      } catch (answerErr) {
+        // Nothing may reject the queue: every later frame would go unserved.
+        this.#internal(answerErr, '', frame.type)
+      }
     }
   }
 
@@ -276,8 +264,7 @@ export class Connection implements Watcher {
         const verified = this.#options.verifyToken(frame.token)
         if (!verified.ok) throw new ProtocolError(ErrorCode.forbidden, `token refused: ${verified.reason}`)
         if (verified.claims.sub !== this.userId) throw new ProtocolError(ErrorCode.forbidden, 'token is for another user')
-        this.#expiresAt = verified.claims.exp * 1000
-        this.#armExpiry()
+        this.#expiry.extend(verified.claims.exp * 1000)
         this.log.info('token refreshed')
         return
       }
@@ -285,7 +272,7 @@ export class Connection implements Watcher {
   }
 
   #onClose(code: number): void {
-    clearTimeout(this.#expiryTimer)
+    this.#expiry.stop()
     this.#stopWatching()
     this.log.info({ code }, 'disconnected')
     this.#options.observer?.closed(code)

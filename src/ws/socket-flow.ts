@@ -95,8 +95,8 @@ export class SocketFlow {
     this.#poll.unref()
   }
 
+  /** Runs only while backed up: unblocking and end() both remove it. */
   readonly #check = (): void => {
-    if (this.#ended || this.writable) return
     if (this.#socket.bufferedAmount <= this.#limits.highWaterMark) {
       this.#backedUpSince = 0
       clearInterval(this.#poll)
@@ -109,7 +109,6 @@ export class SocketFlow {
   }
 
   #violate(violation: FlowViolation): void {
-    if (this.#ended) return
     this.end()
     this.#onViolation(violation)
   }

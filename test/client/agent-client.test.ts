@@ -167,7 +167,7 @@ t.test('a chat whose ack was lost is sent again with the same id: one run, attac
   const events = await collect(run)
   checkRun(t, events)
   t.same(seen, ['chat-ack-1', 'chat-ack-1'], 'the same chat frame, sent twice')
-  const session = await app.backend.sessions.get(client.sessionId)
+  const session = await app.backend.sessions.get('ack-user', client.sessionId)
   t.equal(session?.messages.filter((m) => m.role === 'user').length, 1, 'one run only: the retry was not billed twice')
 })
 
@@ -287,7 +287,7 @@ t.test('cancel() before the chat was ever sent ends the run here, and the server
   await opened(client)
   const after = await collect(client.chat('the next one runs'))
   checkRun(t, after)
-  t.equal((await app.backend.sessions.get(client.sessionId))?.messages.filter((m) => m.role === 'user').length, 1)
+  t.equal((await app.backend.sessions.get('unsent-user', client.sessionId))?.messages.filter((m) => m.role === 'user').length, 1)
 })
 
 t.test('an AbortSignal cancels the run; an aborted one never starts', async (t) => {

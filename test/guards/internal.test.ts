@@ -1,7 +1,7 @@
 import t from 'tap'
 import { startApp, signToken } from '../helpers/app.ts'
 import { connect, bearer, type TestClient } from '../helpers/ws-client.ts'
-import { createMemoryBackend } from '../../src/store/memory.ts'
+import { createMemoryBackend } from '../../src/store/memory/index.ts'
 
 /** Makes `object[name]` throw on its next `times` calls, then behave again. */
 function failNext<T extends object>(object: T, name: keyof T & string, times = 1): void {
@@ -20,7 +20,7 @@ async function stillServes(t: { ok(value: unknown, message: string): void }, cli
 
 t.test('a handler that fails is answered internal; the connection stays', async (t) => {
   const backend = createMemoryBackend({ ttlSeconds: 60, maxEvents: 100 })
-  failNext(backend.sessions, 'getOrCreate')
+  failNext(backend.sessions, 'open')
   const { wsUrl } = await startApp(t, {}, { backend })
   const client = await connect(t, wsUrl, bearer(signToken('alice')))
   client.send({ type: 'chat', content: 'hello', session_id: 's1' })

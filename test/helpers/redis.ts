@@ -147,7 +147,5 @@ export async function redisBackend(
 
 /** What the sessions plugin does at app close. */
 export async function closeBackend(backend: Backend): Promise<void> {
-  await backend.events.close()
-  await backend.sessions.close()
-  await backend.control.close()
+  await backend.close()
 }

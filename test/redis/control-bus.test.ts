@@ -38,18 +38,21 @@ t.test('every instance hears every control message; invalid ones are dropped', a
   b.control.onMessage(atB.handler)
 
   await r.redis.publish(`${r.prefix}control`, 'not json')
-  await r.redis.publish(`${r.prefix}control`, JSON.stringify({ kind: 'cancel', sessionId: 's' }))
-  const cancel: ControlMessage = { kind: 'cancel', sessionId: 's', runId: 'r', reason: 'client' }
-  const orphaned: ControlMessage = { kind: 'orphaned', sessionId: 's', runId: 'r' }
+  await r.redis.publish(`${r.prefix}control`, JSON.stringify({ kind: 'cancel', sessionId: 's', runId: 'r', reason: 'client' }))
+  const ref = { owner: 'alice', id: 's', gen: 'g1' }
+  const cancel: ControlMessage = { kind: 'cancel', ref, runId: 'r', reason: 'client' }
+  const deleted: ControlMessage = { kind: 'cancel', ref, runId: 'r', reason: 'deleted' }
+  const orphaned: ControlMessage = { kind: 'orphaned', ref, runId: 'r' }
   await a.control.publish(cancel)
   await b.control.publish(orphaned)
-  t.same(await atB.until(2), [cancel, orphaned])
-  t.same(await atA.until(2), [cancel, orphaned])
-  t.equal(warnings.length, 2, 'both invalid messages were reported')
+  await a.control.publish(deleted)
+  t.same(await atB.until(3), [cancel, orphaned, deleted])
+  t.same(await atA.until(3), [cancel, orphaned, deleted])
+  t.equal(warnings.length, 2, 'both invalid messages (one of the old shape, without a ref) were reported')
 
   await b.control.close()
   await b.control.close()
   await a.control.publish(cancel)
-  await atA.until(3)
-  t.equal(atB.messages.length, 2, 'a closed bus hears nothing')
+  await atA.until(4)
+  t.equal(atB.messages.length, 3, 'a closed bus hears nothing')
 })

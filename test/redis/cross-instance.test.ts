@@ -5,7 +5,9 @@ import type { Config } from '../../src/config.ts'
 import { startApp, signToken, type StartedApp } from '../helpers/app.ts'
 import { createFakeUpstream, textSteps, type FakeUpstream } from '../helpers/fake-upstream.ts'
 import { redisBackend, useRedis, type TestRedis } from '../helpers/redis.ts'
-import type { Backend } from '../../src/store/types.ts'
+import type { SessionRecord, SessionRef } from '../../src/store/types.ts'
+
+const refOf = (session: SessionRecord): SessionRef => ({ owner: session.owner, id: session.id, gen: session.gen })
 import { bearer, connect, type Frame } from '../helpers/ws-client.ts'
 
 const words = (count: number) => Array.from({ length: count }, (_, i) => ` w${i}`)
@@ -110,21 +112,11 @@ t.test('a client that reads complete and chats at once on the other instance is 
   if (!redis) return
   const upstream = await createFakeUpstream(() => ({ steps: textSteps(['ok']) }))
   t.teardown(() => upstream.close())
-  // Whatever ends a run besides logging its complete is made slow: only an atomic end passes.
-  const slowEndRun = async (backend: Backend): Promise<Backend> => {
-    const sessions = new Proxy(backend.sessions, {
-      get(target, property) {
-        if (property === 'endRun') return (sessionId: string, runId: string) => sleep(300).then(() => target.endRun(sessionId, runId))
-        const value = Reflect.get(target, property, target) as unknown
-        return typeof value === 'function' ? value.bind(target) : value
-      },
-    })
-    return { ...backend, sessions }
-  }
+  // The store logs `complete` and frees the session in one step (finishRun): nothing can lag behind it.
   const config: Partial<Config> = { modelProvider: 'openai', OPENAI_BASE_URL: upstream.baseURL, OPENAI_API_KEY: 'test' }
   const apps = [
-    await startApp(t, config, { backend: await slowEndRun(await redisBackend(t, redis)) }),
-    await startApp(t, config, { backend: await slowEndRun(await redisBackend(t, redis)) }),
+    await startApp(t, config, { backend: await redisBackend(t, redis) }),
+    await startApp(t, config, { backend: await redisBackend(t, redis) }),
   ]
   const token = signToken(`user-${randomUUID()}`)
   const clients = [await connect(t, apps[0]!.wsUrl, bearer(token)), await connect(t, apps[1]!.wsUrl, bearer(token))]
@@ -142,12 +134,16 @@ t.test('runs of a dead instance end as interrupted, by the first instance that n
   const token = signToken(p.user)
   // A "dead instance": a run recorded in Redis that nobody executes or renews.
   const ghost = await redisBackend(t, p.redis)
+  const refs = new Map<string, SessionRef>()
   const startGhostRun = async (sessionId: string, leaseMs: number) => {
-    await ghost.sessions.getOrCreate(sessionId, p.user)
-    await ghost.sessions.appendMessages(sessionId, [{ role: 'user', content: 'hi' }], 50)
-    await ghost.sessions.beginRun(sessionId, { runId: `ghost-${sessionId}`, requestId: 'q-ghost', instanceId: 'ghost', startAfterSeq: 0, leaseMs })
-    await ghost.events.append(sessionId, { type: 'status', session_id: sessionId, content: 'thinking', metadata: { run_id: `ghost-${sessionId}` } })
-    for (const text of ['Hel', 'lo']) await ghost.events.append(sessionId, { type: 'token', session_id: sessionId, content: text, metadata: { run_id: `ghost-${sessionId}` } })
+    const opened = await ghost.sessions.open(p.user, sessionId, 100)
+    if (opened.kind !== 'open') throw new Error('could not open')
+    const ref = { owner: p.user, id: sessionId, gen: opened.session.gen }
+    refs.set(sessionId, ref)
+    const runId = `ghost-${sessionId}`
+    await ghost.sessions.beginRun(ref, { runId, requestId: 'q-ghost', instanceId: 'ghost', leaseMs, userMessage: { role: 'user', content: 'hi' }, maxMessages: 50 })
+    await ghost.sessions.append(ref, runId, { type: 'status', session_id: sessionId, content: 'thinking', metadata: { run_id: runId } })
+    for (const text of ['Hel', 'lo']) await ghost.sessions.append(ref, runId, { type: 'token', session_id: sessionId, content: text, metadata: { run_id: runId } })
   }
 
   t.test('on resume, once the lease has expired', async (t) => {
@@ -159,7 +155,7 @@ t.test('runs of a dead instance end as interrupted, by the first instance that n
     t.same(resumed.metadata, { last_seq: 3, active_run: null })
     const complete = await client.nextOfType('complete')
     t.match(complete, { seq: 4, content: 'Hello', metadata: { run_id: 'ghost-expired', finish_reason: 'interrupted', request_id: 'q-ghost' } })
-    const history = await ghost.sessions.get('expired')
+    const history = await ghost.sessions.get(p.user, 'expired')
     t.same(history?.messages.at(-1), { role: 'assistant', content: 'Hello' }, 'what the user saw stays in the history')
   })
 
@@ -189,7 +185,7 @@ t.test('runs of a dead instance end as interrupted, by the first instance that n
     const first = await client.next((frame) => frame.seq !== undefined)
     t.match(first, { seq: 5, type: 'status', content: 'thinking' }, 'the new run follows the interrupted one (seq 4)')
     t.match(await client.nextOfType('complete'), { content: 'fresh', metadata: { finish_reason: 'stop' } })
-    const held = await ghost.events.read('chat', 3)
+    const held = await ghost.events.read(refs.get('chat')!, 3)
     t.match(JSON.parse(held.events[0]!.frame), { type: 'complete', metadata: { finish_reason: 'interrupted' } })
   })
 })
@@ -226,15 +222,18 @@ t.test('a run ended elsewhere while its instance stalled stops at the next lease
   const runId = (await onA.nextOfType('token')).metadata?.run_id as string
   // What an instance that found the lease expired does (here: without waiting for it).
   const other = await redisBackend(t, p.redis)
-  const interrupted = await other.finishRun!('stolen', {
+  const ref = refOf((await other.sessions.get(p.user, 'stolen'))!)
+  const interrupted = await other.sessions.finishRun(ref, {
     runId,
     event: { type: 'complete', session_id: 'stolen', content: 'Hel', metadata: { run_id: runId, finish_reason: 'interrupted' } },
+    messages: [],
+    maxMessages: 50,
   })
   t.ok(interrupted)
   await request.closed
   t.ok(request.closedByClient, 'the upstream request is closed when the renewal finds the run gone')
   await sleep(200)
-  const held = await other.events.read('stolen', 0)
+  const held = await other.events.read(ref, 0)
   t.equal(held.lastSeq, interrupted!.seq, 'nothing logged after the interruption (no cancelled, no second complete)')
   t.equal(onA.frames.filter((frame) => frame.type === 'complete').length, 1)
 })

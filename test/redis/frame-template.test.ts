@@ -1,7 +1,7 @@
 import t from 'tap'
 import fc from 'fast-check'
 import { frameTemplate, frameWithSeq } from '../../src/store/redis/frame-template.ts'
-import { serializeEvent } from '../../src/store/types.ts'
+import { serializeEvent } from '../../src/protocol/serialize.ts'
 import type { UnsequencedRunEvent } from '../../src/protocol/index.ts'
 
 t.test('head .. seq .. tail is byte for byte serializeEvent, whatever the texts hold', async (t) => {

@@ -1,10 +1,28 @@
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { ControlMessage, LoggedEvent } from '../../src/store/types.ts'
+import type { Backend, ControlMessage, LoggedEvent, LogListener, SessionRef } from '../../src/store/types.ts'
 import { startApp, signToken } from '../helpers/app.ts'
 import { closeBackend, redisBackend, startPrivateRedis } from '../helpers/redis.ts'
 import { TestClient, bearer, connect } from '../helpers/ws-client.ts'
 import { createRedisBackend } from '../../src/store/redis/index.ts'
+import { metaKey } from '../../src/store/redis/keys.ts'
+import type { UnsequencedRunEvent } from '../../src/protocol/index.ts'
+
+const token = (sessionId: string, content: string): UnsequencedRunEvent => ({ type: 'token', session_id: sessionId, content, metadata: { run_id: 'r' } })
+const listener = (into: LoggedEvent[]): LogListener => ({ event: (event) => void into.push(event), end: () => {} })
+
+/**
+ * A session with run `r` going. With `gen`, the session is written as that generation
+ * (a Redis restarted empty forgot it: this stands for the same session created again).
+ */
+async function session(backend: Backend, id: string, gen?: string): Promise<SessionRef> {
+  if (gen !== undefined) await backend.redis!.hset(metaKey('outage:', 'alice', id), 'owner', 'alice', 'gen', gen, 'createdAt', 1, 'updatedAt', 1)
+  const opened = await backend.sessions.open('alice', id, 10)
+  if (opened.kind !== 'open') throw new Error('too many')
+  const ref = { owner: 'alice', id, gen: opened.session.gen }
+  await backend.sessions.beginRun(ref, { runId: 'r', instanceId: 'i', leaseMs: 60_000, userMessage: { role: 'user', content: 'hi' }, maxMessages: 10 })
+  return ref
+}
 
 /** Polls `check` until it holds; how long that took, in ms. */
 async function within(timeoutMs: number, check: () => Promise<boolean>): Promise<number> {
@@ -27,21 +45,22 @@ t.test('commands fail fast while Redis is down; tails and pub/sub heal when it i
   const backend = await redisBackend(t, { url: server.url, prefix: 'outage:' })
   const delivered: LoggedEvent[] = []
   const heard: ControlMessage[] = []
-  await backend.sessions.getOrCreate('s', 'alice')
-  t.teardown((await backend.events.subscribe('s', 0, (event) => delivered.push(event))).close)
+  const s = await session(backend, 's')
+  t.teardown((await backend.events.subscribe(s, 0, listener(delivered))).close)
   backend.control.onMessage((message) => heard.push(message))
-  for (const text of ['a', 'b']) await backend.events.append('old', { type: 'token', session_id: 'old', content: text, metadata: { run_id: 'r' } })
-  const old: LoggedEvent[] = []
-  t.teardown((await backend.events.subscribe('old', 0, (event) => old.push(event))).close)
-  await within(3000, async () => old.length === 2)
+  const old = await session(backend, 'old')
+  for (const text of ['a', 'b']) await backend.sessions.append(old, 'r', token('old', text))
+  const oldEvents: LoggedEvent[] = []
+  t.teardown((await backend.events.subscribe(old, 0, listener(oldEvents))).close)
+  await within(3000, async () => oldEvents.length === 2)
 
   await server.stop()
   // A second subscriber of a tailed stream reads its backlog first: that read fails, cleanly.
-  await t.rejects(backend.events.subscribe('old', 0, () => {}), 'a subscription that cannot read its backlog fails')
+  await t.rejects(backend.events.subscribe(old, 0, listener([])), 'a subscription that cannot read its backlog fails')
   const attempts: Array<[string, () => Promise<unknown>]> = [
     ['ping', () => backend.sessions.ping()],
-    ['get', () => backend.sessions.get('s')],
-    ['append', () => backend.events.append('s', { type: 'token', session_id: 's', content: 'x', metadata: { run_id: 'r' } })],
+    ['get', () => backend.sessions.get('alice', 's')],
+    ['append', () => backend.sessions.append(s, 'r', token('s', 'x'))],
   ]
   for (const [what, work] of attempts) {
     const started = performance.now()
@@ -52,23 +71,29 @@ t.test('commands fail fast while Redis is down; tails and pub/sub heal when it i
   // Joins while the tail waits for Redis to come back (no read in flight to interrupt).
   await sleep(50)
   const joinedDuringOutage: LoggedEvent[] = []
-  t.teardown((await backend.events.subscribe('new', 0, (event) => joinedDuringOutage.push(event))).close)
+  const fresh = { owner: 'alice', id: 'new', gen: 'after-restart' }
+  t.teardown((await backend.events.subscribe(fresh, 0, listener(joinedDuringOutage))).close)
 
   await server.start()
   const healed = await within(5000, succeeds(() => backend.sessions.ping()))
   t.ok(healed < 5000, 'reconnected by itself')
-  // The restarted server is empty (no persistence here): the stream starts again from seq 1.
-  const event = await backend.events.append('s', { type: 'token', session_id: 's', content: 'back', metadata: { run_id: 'r' } })
+  // The restarted server is empty (no persistence here): the session is gone, its writes refused.
+  t.equal(await backend.sessions.append(s, 'r', token('s', 'lost')), null, 'the forgotten run is fenced off')
+  // Whatever is written to the tailed streams now reaches their tails.
+  const sRevived = await session(backend, 's', s.gen)
+  const event = await backend.sessions.append(sRevived, 'r', token('s', 'back'))
   await within(3000, async () => delivered.length === 1)
   t.same(delivered, [event], 'the tail re-issued its read on the new connection')
-  const joined = await backend.events.append('new', { type: 'token', session_id: 'new', content: 'hi', metadata: { run_id: 'r' } })
+  const revived = await session(backend, 'new', fresh.gen)
+  const joined = await backend.sessions.append(revived, 'r', token('new', 'hi'))
   await within(3000, async () => joinedDuringOutage.length === 1)
   t.same(joinedDuringOutage, [joined], 'with the streams that joined during the outage')
+  const orphaned: ControlMessage = { kind: 'orphaned', ref: s, runId: 'r' }
   await within(3000, async () => {
-    await backend.control.publish({ kind: 'orphaned', sessionId: 's', runId: 'r' })
+    await backend.control.publish(orphaned)
     return heard.length > 0
   })
-  t.same(heard[0], { kind: 'orphaned', sessionId: 's', runId: 'r' }, 'the control channel was subscribed again')
+  t.same(heard[0], orphaned, 'the control channel was subscribed again')
 })
 
 t.test('a backend started while Redis is down serves once Redis comes up', async (t) => {
@@ -83,7 +108,7 @@ t.test('a backend started while Redis is down serves once Redis comes up', async
   await t.rejects(backend.sessions.ping())
   await server.start()
   await within(5000, succeeds(() => backend.sessions.ping()))
-  t.match(await backend.sessions.getOrCreate('s', 'alice'), { owner: 'alice' })
+  t.match(await backend.sessions.open('alice', 's', 10), { kind: 'open', session: { owner: 'alice' } })
   t.ok(warnings.includes('redis unreachable: retrying'), 'the outage was logged')
 })
 

@@ -1,15 +1,20 @@
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { UnsequencedRunEvent } from '../../src/protocol/index.ts'
-import { serializeEvent, type BeginRun, type HistoryMessage } from '../../src/store/types.ts'
-import type { RedisSessionStore } from '../../src/store/redis/index.ts'
+import { serializeEvent } from '../../src/protocol/serialize.ts'
+import type { Backend, BeginRun, FinishRun, HistoryMessage, SessionRef } from '../../src/store/types.ts'
+import { leasesKey, sessionKeys, userSessionsKey } from '../../src/store/redis/keys.ts'
 import { closeBackend, redisBackend, useRedis } from '../helpers/redis.ts'
+
+const user = (content: string): HistoryMessage => ({ role: 'user', content })
+const assistant = (content: string): HistoryMessage => ({ role: 'assistant', content })
 
 const run = (runId: string, extra: Partial<BeginRun> = {}): BeginRun => ({
   runId,
   instanceId: 'instance-a',
-  startAfterSeq: 0,
   leaseMs: 10_000,
+  userMessage: user(`u-${runId}`),
+  maxMessages: 100,
   ...extra,
 })
 
@@ -19,120 +24,257 @@ const complete = (sessionId: string, runId: string): UnsequencedRunEvent => ({
   content: 'done',
   metadata: { run_id: runId, finish_reason: 'interrupted' },
 })
+const token = (sessionId: string, runId: string, content = 'x'): UnsequencedRunEvent => ({ type: 'token', session_id: sessionId, content, metadata: { run_id: runId } })
 
-t.test('sessions: created once for their owner, history appended and trimmed, deleted', async (t) => {
+const finish = (ref: SessionRef, runId: string, extra: Partial<FinishRun> = {}): FinishRun => ({
+  runId,
+  event: complete(ref.id, runId),
+  messages: [],
+  maxMessages: 100,
+  ...extra,
+})
+
+async function open(backend: Backend, owner: string, id: string, maxSessions = 10): Promise<SessionRef> {
+  const result = await backend.sessions.open(owner, id, maxSessions)
+  if (result.kind !== 'open') throw new Error(`${id}: ${result.kind}`)
+  return { owner, id, gen: result.session.gen }
+}
+
+t.test('sessions: opened once per owner and id, read, touched, deleted', async (t) => {
   const r = await useRedis(t)
   if (!r) return
-  const { sessions } = await redisBackend(t, r, { ttlSeconds: 120 })
-  t.equal(await sessions.get('s'), null, 'unknown')
-  const created = await sessions.getOrCreate('s', 'alice')
-  t.match(created, { id: 's', owner: 'alice', messages: [] })
-  t.ok(created.createdAt > 0 && created.updatedAt === created.createdAt)
-  t.equal((await sessions.getOrCreate('s', 'mallory')).owner, 'alice', 'the first owner keeps it')
+  const backend = await redisBackend(t, r, { ttlSeconds: 120 })
+  const { sessions } = backend
+  t.equal(await sessions.get('alice', 's'), null, 'unknown')
+  const created = await sessions.open('alice', 's', 10)
+  t.match(created, { kind: 'open', session: { owner: 'alice', id: 's', messages: [], active: null } })
+  const session = (created as { session: { gen: string; createdAt: number; updatedAt: number } }).session
+  t.ok(session.createdAt > 0 && session.updatedAt === session.createdAt)
+  t.same(await sessions.open('alice', 's', 10), created, 'opened again: the same generation')
+  t.same(await sessions.get('alice', 's'), (created as { session: unknown }).session)
+  t.equal(await sessions.get('mallory', 's'), null, 'ids are scoped per owner')
+  const ref: SessionRef = { owner: 'alice', id: 's', gen: session.gen }
+  const other = await open(backend, 'mallory', 's')
+  t.not(other.gen, ref.gen)
 
-  const messages: HistoryMessage[] = [
-    { role: 'user', content: 'one' },
-    { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'calc', arguments: '{}' } }] },
-    { role: 'tool', content: '2', tool_call_id: 'c1' },
-  ]
-  await sessions.appendMessages('s', messages, 10)
-  await sessions.appendMessages('s', [{ role: 'assistant', content: 'four' }], 3)
-  await sessions.appendMessages('s', [], 3)
-  const stored = await sessions.get('s')
-  t.same(stored?.messages, [...messages.slice(1), { role: 'assistant', content: 'four' }], 'oldest dropped first')
-  t.ok(stored!.updatedAt >= created.updatedAt)
+  await sessions.beginRun(ref, run('r1'))
+  await sessions.append(ref, 'r1', token('s', 'r1'))
   for (const key of await r.keys()) {
+    if (key.endsWith('leases')) continue
     const ttl = await r.redis.pttl(key)
     t.ok(ttl > 0 && ttl <= 120_000, `${key} expires with the session TTL`)
   }
+  const left = await sessions.expiresIn(ref)
+  t.ok(left !== null && left > 110_000 && left <= 120_000, `expiresIn (${left} ms)`)
+  await r.redis.pexpire(sessionKeys(r.prefix, ref).meta, 5000)
+  t.ok((await sessions.expiresIn(ref))! <= 5000)
+  t.equal(await sessions.touch(ref), true)
+  t.ok((await sessions.expiresIn(ref))! > 110_000, 'touch pushes the expiry out by the TTL')
+  t.equal(await sessions.touch({ ...ref, gen: 'old' }), false, 'another generation is not touched')
+  t.equal(await sessions.expiresIn({ ...ref, gen: 'old' }), null)
+  t.equal(await sessions.expiresIn({ ...ref, id: 'ghost' }), null)
 
-  await sessions.appendMessages('ghost', messages, 10)
-  t.equal(await sessions.get('ghost'), null, 'appending to an unknown session creates nothing')
-  t.equal(await sessions.delete('s'), true)
-  t.equal(await sessions.delete('s'), false)
-  t.same(await r.keys(), [])
+  t.equal(await sessions.delete({ ...ref, gen: 'old' }), false, 'another generation is not deleted')
+  t.equal(await sessions.delete(ref), true)
+  t.equal(await sessions.delete(ref), false)
+  t.equal(await sessions.get('alice', 's'), null)
+  t.same(
+    (await r.keys()).filter((key) => key.includes('{alice:') && !key.endsWith(':ev')),
+    [],
+    'every key of the session goes (its stream lingers for its tails, see event-log.test.ts)',
+  )
+  t.equal(await r.redis.zscore(userSessionsKey(r.prefix, 'alice'), 's'), null, 'and its place in the owner’s count')
+  const again = await open(backend, 'alice', 's')
+  t.not(again.gen, ref.gen, 'created again: a new generation')
+  t.ok(await sessions.get('mallory', 's'), "the other owner's session is untouched")
   await sessions.ping()
 })
 
-t.test('beginRun: started, busy, duplicate request ids (the last 256), and unknown sessions', async (t) => {
+t.test('open: at most maxSessions per owner; deleted ones do not count', async (t) => {
   const r = await useRedis(t)
   if (!r) return
-  const { sessions } = await redisBackend(t, r)
-  await t.rejects(sessions.beginRun('nope', run('r0')), /does not exist/)
-  await sessions.getOrCreate('s', 'alice')
-  t.equal(await sessions.activeRun('s'), null)
-  t.same(await sessions.beginRun('s', run('r1', { requestId: 'q1', startAfterSeq: 4 })), { kind: 'started' })
-  const active = await sessions.activeRun('s')
-  t.match(active, { runId: 'r1', requestId: 'q1', instanceId: 'instance-a', startAfterSeq: 4 })
+  const backend = await redisBackend(t, r)
+  const a = await open(backend, 'alice', 'a', 2)
+  await open(backend, 'alice', 'b', 2)
+  t.same(await backend.sessions.open('alice', 'c', 2), { kind: 'too_many' })
+  t.equal((await backend.sessions.open('alice', 'a', 2)).kind, 'open', 'an existing session opens at the cap')
+  t.equal((await backend.sessions.open('bob', 'c', 2)).kind, 'open', 'the cap is per owner')
+  await backend.sessions.delete(a)
+  t.equal((await backend.sessions.open('alice', 'c', 2)).kind, 'open', 'a deleted session frees its place')
+  t.same(await backend.sessions.open('alice', 'd', 2), { kind: 'too_many' })
+  // Entries older than the TTL (sessions neither opened nor read since) age out of the count.
+  await r.redis.zadd(userSessionsKey(r.prefix, 'alice'), '1', 'b')
+  t.equal((await backend.sessions.open('alice', 'd', 2)).kind, 'open', 'an expired one frees its place too')
+})
+
+t.test('beginRun: started with the history, busy, duplicate request ids (the last 256), gone', async (t) => {
+  const r = await useRedis(t)
+  if (!r) return
+  const backend = await redisBackend(t, r)
+  const { sessions } = backend
+  t.same(await sessions.beginRun({ owner: 'alice', id: 'nope', gen: 'x' }, run('r0')), { kind: 'gone' })
+  const ref = await open(backend, 'alice', 's')
+  t.same(await sessions.beginRun({ ...ref, gen: 'other' }, run('r0')), { kind: 'gone' }, 'another generation: gone')
+  t.equal(await sessions.activeRun(ref), null)
+  t.same(await sessions.beginRun(ref, run('r1', { requestId: 'q1' })), { kind: 'started', startAfterSeq: 0, history: [] })
+  const active = await sessions.activeRun(ref)
+  t.match(active, { runId: 'r1', requestId: 'q1', instanceId: 'instance-a', startAfterSeq: 0 })
   t.ok(active!.leaseExpiresAt > Date.now() + 5000, 'leased for leaseMs')
-  t.same(await sessions.beginRun('s', run('r2', { requestId: 'q1' })), { kind: 'duplicate', runId: 'r1', startAfterSeq: 4 })
-  t.same(await sessions.beginRun('s', run('r2')), { kind: 'busy', active })
+  t.equal(await sessions.activeRun({ ...ref, gen: 'other' }), null, 'not for another generation')
+  t.same((await sessions.get('alice', 's'))?.active, active, 'get shows the run')
+  t.same((await sessions.get('alice', 's'))?.messages, [user('u-r1')], 'the user message is stored with the start')
+  t.same(await sessions.beginRun(ref, run('r2', { requestId: 'q1' })), { kind: 'duplicate', runId: 'r1', startAfterSeq: 0 }, 'a seen key wins over busy')
+  t.same(await sessions.beginRun(ref, run('r2')), { kind: 'busy', active })
 
-  t.equal(await sessions.endRun('s', 'other'), false, 'only the active run ends')
-  t.equal(await sessions.endRun('s', 'r1'), true)
-  t.equal(await sessions.endRun('s', 'r1'), false)
-  t.equal(await sessions.activeRun('s'), null)
-  t.same(await sessions.beginRun('s', run('r2', { requestId: 'q1' })), { kind: 'duplicate', runId: 'r1', startAfterSeq: 4 }, 'ended runs stay known')
+  await sessions.append(ref, 'r1', token('s', 'r1'))
+  t.ok(await sessions.finishRun(ref, finish(ref, 'r1', { messages: [assistant('a-r1')] })))
+  t.same(await sessions.beginRun(ref, run('r2', { requestId: 'q1' })), { kind: 'duplicate', runId: 'r1', startAfterSeq: 0 }, 'ended runs stay known')
+  t.same(await sessions.beginRun(ref, run('r2', { requestId: 'q2' })), { kind: 'started', startAfterSeq: 2, history: [user('u-r1'), assistant('a-r1')] })
+  t.equal(await sessions.releaseRun(ref, 'r2'), true)
 
-  for (let i = 2; i <= 257; i++) {
-    t.equal((await sessions.beginRun('s', run(`r${i}`, { requestId: `q${i}` }))).kind, 'started')
-    await sessions.endRun('s', `r${i}`)
+  for (let i = 3; i <= 257; i++) {
+    t.equal((await sessions.beginRun(ref, run(`r${i}`, { requestId: `q${i}`, maxMessages: 3 }))).kind, 'started')
+    await sessions.releaseRun(ref, `r${i}`)
   }
-  t.equal((await sessions.beginRun('s', run('again', { requestId: 'q1' }))).kind, 'started', 'the oldest request id is forgotten')
-  t.equal((await sessions.beginRun('s', run('dup', { requestId: 'q3' }))).kind, 'duplicate', 'newer ones are kept')
-  t.equal(await r.redis.llen(`${r.prefix}session:{s}:requests`), 256)
+  t.equal((await sessions.beginRun(ref, run('again', { requestId: 'q1', maxMessages: 3 }))).kind, 'started', 'the oldest request id is forgotten')
+  await sessions.releaseRun(ref, 'again')
+  t.equal((await sessions.beginRun(ref, run('dup', { requestId: 'q3' }))).kind, 'duplicate', 'newer ones are kept')
+  t.equal(await r.redis.llen(sessionKeys(r.prefix, ref).requests), 256)
+  t.same((await sessions.get('alice', 's'))?.messages, [user('u-r256'), user('u-r257'), user('u-again')], 'history trimmed to maxMessages')
 })
 
 t.test('beginRun is atomic across instances: one of many concurrent starts wins', async (t) => {
   const r = await useRedis(t)
   if (!r) return
   const backends = await Promise.all([1, 2, 3].map(() => redisBackend(t, r)))
-  await backends[0]!.sessions.getOrCreate('s', 'alice')
+  const ref = await open(backends[0]!, 'alice', 's')
   const results = await Promise.all(
-    Array.from({ length: 12 }, (_, i) => backends[i % 3]!.sessions.beginRun('s', run(`r${i}`, { instanceId: `i${i % 3}` }))),
+    Array.from({ length: 12 }, (_, i) => backends[i % 3]!.sessions.beginRun(ref, run(`r${i}`, { instanceId: `i${i % 3}` }))),
   )
   t.equal(results.filter((result) => result.kind === 'started').length, 1)
   t.equal(results.filter((result) => result.kind === 'busy').length, 11)
-  const sameKey = await Promise.all(backends.map((b, i) => b.sessions.beginRun('t', run(`x${i}`, { requestId: 'same' })).catch(() => null)))
-  t.same(sameKey, [null, null, null], 'no session, no run')
 })
 
-t.test('leases: renewed only by the active run', async (t) => {
+t.test('writes of a run are fenced: refused once another finish, release or delete ended it', async (t) => {
   const r = await useRedis(t)
   if (!r) return
-  const { sessions } = await redisBackend(t, r)
-  await sessions.getOrCreate('s', 'alice')
-  await sessions.beginRun('s', run('r1', { leaseMs: 1000 }))
-  const before = (await sessions.activeRun('s'))!.leaseExpiresAt
-  t.equal(await sessions.renewLease('s', 'r1', 60_000), true)
-  t.ok((await sessions.activeRun('s'))!.leaseExpiresAt >= before + 50_000)
-  t.equal(await sessions.renewLease('s', 'r2', 60_000), false)
-  t.equal(await sessions.renewLease('ghost', 'r1', 60_000), false)
+  const a = await redisBackend(t, r)
+  const b = await redisBackend(t, r)
+  const ref = await open(a, 'alice', 's')
+
+  await a.sessions.beginRun(ref, run('r1'))
+  t.equal((await a.sessions.append(ref, 'r1', token('s', 'r1')))?.seq, 1)
+  t.equal(await a.sessions.append(ref, 'other', token('s', 'other')), null, 'only the active run appends')
+  t.equal(await a.sessions.append({ ...ref, gen: 'old' }, 'r1', token('s', 'r1')), null, 'into its own generation only')
+  t.ok(await b.sessions.finishRun(ref, finish(ref, 'r1')), 'another instance ends it')
+  t.equal(await a.sessions.append(ref, 'r1', token('s', 'r1', 'late')), null, 'after finish: append refused')
+  t.equal(await a.sessions.renewLease(ref, 'r1', 10_000), false, 'renewal refused')
+  t.equal(await a.sessions.finishRun(ref, finish(ref, 'r1')), null, 'a second finish refused')
+  t.equal(await a.sessions.releaseRun(ref, 'r1'), false)
+
+  await a.sessions.beginRun(ref, run('r2'))
+  t.equal(await b.sessions.releaseRun(ref, 'r2'), true)
+  t.equal(await a.sessions.append(ref, 'r2', token('s', 'r2')), null, 'after release: append refused')
+  t.equal(await a.sessions.finishRun(ref, finish(ref, 'r2')), null)
+
+  await a.sessions.beginRun(ref, run('r3'))
+  t.same((await a.events.read(ref, 0)).events.map((event) => event.seq), [1, 2], 'the log holds only what was accepted')
+  t.equal(await b.sessions.delete(ref), true)
+  t.equal(await a.sessions.append(ref, 'r3', token('s', 'r3')), null, 'after delete: append refused')
+  t.equal(await a.sessions.renewLease(ref, 'r3', 10_000), false)
+  t.equal(await a.sessions.finishRun(ref, finish(ref, 'r3')), null)
+  t.equal(await a.sessions.releaseRun(ref, 'r3'), false)
+  t.same(await a.events.read(ref, 0), { events: [], gone: false, lastSeq: 0 }, 'a deleted generation holds nothing')
+
+  const next = await open(a, 'alice', 's')
+  t.not(next.gen, ref.gen)
+  t.same(await a.sessions.beginRun(next, run('r3')), { kind: 'started', startAfterSeq: 0, history: [] }, 'nothing of the old generation')
+  t.equal(await a.sessions.append(ref, 'r3', token('s', 'r3')), null, 'the old generation’s run cannot write into the new one')
+  t.same(await a.events.read(next, 0), { events: [], gone: false, lastSeq: 0 }, 'the new generation does not see the old events')
+  t.equal((await a.sessions.append(next, 'r3', token('s', 'r3')))?.seq, 1, 'its seqs start again')
 })
 
-t.test('finishRun logs the final event and ends the run in one step, under its conditions', async (t) => {
+t.test('finishRun logs the final event, stores the messages and ends the run in one step, under its conditions', async (t) => {
   const r = await useRedis(t)
   if (!r) return
   const backend = await redisBackend(t, r)
   const { sessions, events } = backend
-  const finishRun = backend.finishRun!
-  await sessions.getOrCreate('s', 'alice')
-  await sessions.beginRun('s', run('r1', { leaseMs: 300 }))
-  await events.append('s', { type: 'status', session_id: 's', content: 'thinking', metadata: { run_id: 'r1' } })
+  const ref = await open(backend, 'alice', 's')
+  await sessions.beginRun(ref, run('r1', { leaseMs: 300 }))
+  await sessions.append(ref, 'r1', { type: 'status', session_id: 's', content: 'thinking', metadata: { run_id: 'r1' } })
 
-  t.equal(await finishRun('s', { runId: 'other', event: complete('s', 'other') }), null, 'not the active run')
-  t.equal(await finishRun('s', { runId: 'r1', event: complete('s', 'r1'), ifLeaseExpired: true }), null, 'lease still alive')
+  t.equal(await sessions.finishRun(ref, finish(ref, 'other')), null, 'not the active run')
+  t.equal(await sessions.finishRun(ref, finish(ref, 'r1', { ifLeaseExpired: true })), null, 'lease still alive')
   await sleep(350)
-  t.equal(await finishRun('s', { runId: 'r1', event: complete('s', 'r1'), ifLeaseExpired: true, ifLastSeq: 0 }), null, 'the log moved on')
-  t.same(await events.read('s', 0).then((held) => held.lastSeq), 1, 'nothing appended by refusals')
-  const logged = await finishRun('s', { runId: 'r1', event: complete('s', 'r1'), ifLeaseExpired: true, ifLastSeq: 1 })
+  t.equal(await sessions.finishRun(ref, finish(ref, 'r1', { ifLeaseExpired: true, ifLastSeq: 0 })), null, 'the log moved on')
+  t.equal((await events.read(ref, 0)).lastSeq, 1, 'nothing appended by refusals')
+  t.same((await sessions.get('alice', 's'))?.messages, [user('u-r1')], 'nor stored')
+  const logged = await sessions.finishRun(ref, finish(ref, 'r1', { ifLeaseExpired: true, ifLastSeq: 1, messages: [assistant('one'), assistant('two')], maxMessages: 2 }))
   t.same(logged, { seq: 2, frame: serializeEvent(complete('s', 'r1'), 2) })
-  t.equal(await sessions.activeRun('s'), null, 'and the session is free')
-  t.equal(await finishRun('s', { runId: 'r1', event: complete('s', 'r1'), ifLeaseExpired: true }), null, 'only once')
-  t.same((await events.read('s', 1)).events, [logged])
+  t.equal(await sessions.activeRun(ref), null, 'and the session is free')
+  t.same((await sessions.get('alice', 's'))?.messages, [assistant('one'), assistant('two')], 'messages stored, trimmed to maxMessages')
+  t.equal(await sessions.finishRun(ref, finish(ref, 'r1', { ifLeaseExpired: true })), null, 'only once')
+  t.same((await events.read(ref, 1)).events, [logged])
 
-  await sessions.beginRun('s', run('r2'))
-  t.same(await finishRun('s', { runId: 'r2', event: complete('s', 'r2') }), { seq: 3, frame: serializeEvent(complete('s', 'r2'), 3) })
+  await sessions.beginRun(ref, run('r2'))
+  t.same(await sessions.finishRun(ref, finish(ref, 'r2')), { seq: 3, frame: serializeEvent(complete('s', 'r2'), 3) }, 'no conditions, no messages')
+  t.same((await sessions.get('alice', 's'))?.messages, [assistant('one'), assistant('two'), user('u-r2')])
+})
+
+t.test('leases: renewed only by the active run; the lease index follows the runs', async (t) => {
+  const r = await useRedis(t)
+  if (!r) return
+  const backend = await redisBackend(t, r)
+  const { sessions } = backend
+  const leases = leasesKey(r.prefix)
+  const member = (ref: SessionRef, runId: string) => JSON.stringify([ref.owner, ref.id, ref.gen, runId])
+  const ref = await open(backend, 'alice', 's')
+  await sessions.beginRun(ref, run('r1', { leaseMs: 1000 }))
+  const before = (await sessions.activeRun(ref))!.leaseExpiresAt
+  t.ok(Math.abs(Number(await r.redis.zscore(leases, member(ref, 'r1'))) - before) < 1000, 'begun: indexed by its lease expiry')
+  t.equal(await sessions.renewLease(ref, 'r1', 60_000), true)
+  const renewed = (await sessions.activeRun(ref))!.leaseExpiresAt
+  t.ok(renewed >= before + 50_000)
+  t.equal(Number(await r.redis.zscore(leases, member(ref, 'r1'))), renewed, 'renewed: the index moves with it')
+  t.equal(await sessions.renewLease(ref, 'r2', 60_000), false)
+  t.equal(await sessions.renewLease({ ...ref, id: 'ghost' }, 'r1', 60_000), false)
+  t.equal(await r.redis.zcard(leases), 1, 'refused renewals add nothing')
+  t.same(await sessions.expiredLeases(10), [], 'nothing expired')
+
+  await sessions.finishRun(ref, finish(ref, 'r1'))
+  t.equal(await r.redis.zcard(leases), 0, 'finished: removed from the index')
+  await sessions.beginRun(ref, run('r2'))
+  await sessions.releaseRun(ref, 'r2')
+  t.equal(await r.redis.zcard(leases), 0, 'released: removed')
+})
+
+t.test('expiredLeases: the runs whose lease passed, at most limit; stale entries are cleaned up', async (t) => {
+  const r = await useRedis(t)
+  if (!r) return
+  const backend = await redisBackend(t, r)
+  const { sessions } = backend
+  const leases = leasesKey(r.prefix)
+  const refs = await Promise.all(['a', 'b', 'c', 'alive', 'deleted'].map((id) => open(backend, 'alice', id)))
+  const [a, b, c, alive, deleted] = refs as [SessionRef, SessionRef, SessionRef, SessionRef, SessionRef]
+  for (const ref of [a, b, c, deleted]) await sessions.beginRun(ref, run(`run-${ref.id}`, { leaseMs: 30 }))
+  await sessions.beginRun(alive, run('run-alive', { leaseMs: 60_000 }))
+  await sessions.delete(deleted)
+  // A run that ended without its entry removed (its instance died between the two steps).
+  await r.redis.hdel(sessionKeys(r.prefix, c).meta, 'runId', 'run', 'runStart', 'leaseExpiresAt')
+  await sessions.beginRun(c, run('run-c2'))
+  await sleep(60)
+
+  const firstTwo = await sessions.expiredLeases(2)
+  t.ok(firstTwo.length <= 2, 'at most limit')
+  const all = await sessions.expiredLeases(100)
+  t.same(
+    all.map((lease) => lease.runId).sort(),
+    ['run-a', 'run-b'],
+    'expired and still active; a live lease, a deleted session and an ended run are not listed',
+  )
+  t.same(all.find((lease) => lease.runId === 'run-a')?.ref, a)
+  const left = (await r.redis.zrange(leases, '0', '-1')).map((entry) => (JSON.parse(entry) as string[])[3]).sort()
+  t.same(left, ['run-a', 'run-alive', 'run-b', 'run-c2'], 'the stale entries were removed from the index')
 })
 
 t.test('watchers: counted across instances; a dead instance’s age out, a live one’s are refreshed', async (t) => {
@@ -140,31 +282,37 @@ t.test('watchers: counted across instances; a dead instance’s age out, a live 
   if (!r) return
   const alive = await redisBackend(t, r, { watcherTtlMs: 300 })
   const doomed = await redisBackend(t, r, { watcherTtlMs: 300 })
-  await alive.sessions.addWatcher('ghost', 'w0')
-  t.equal(await alive.sessions.watcherCount('ghost'), 0, 'no session, no watchers')
-  t.equal(await alive.sessions.removeWatcher('ghost', 'w0'), 0)
-  await alive.sessions.getOrCreate('s', 'alice')
-  await alive.sessions.addWatcher('s', 'w1')
-  await alive.sessions.addWatcher('s', 'w2')
-  await doomed.sessions.addWatcher('s', 'w3')
-  t.equal(await doomed.sessions.watcherCount('s'), 3)
-  t.equal(await alive.sessions.removeWatcher('s', 'w2'), 2)
+  const ghost = { owner: 'alice', id: 'ghost', gen: 'x' }
+  await alive.sessions.addWatcher(ghost, 'w0')
+  t.equal(await alive.sessions.watcherCount(ghost), 0, 'no session, no watchers')
+  t.equal(await alive.sessions.removeWatcher(ghost, 'w0'), 0)
+  const ref = await open(alive, 'alice', 's')
+  await alive.sessions.addWatcher({ ...ref, gen: 'old' }, 'w9')
+  t.equal(await alive.sessions.watcherCount(ref), 0, 'not for another generation')
+  await alive.sessions.addWatcher(ref, 'w1')
+  await alive.sessions.addWatcher(ref, 'w2')
+  await doomed.sessions.addWatcher(ref, 'w3')
+  t.equal(await doomed.sessions.watcherCount(ref), 3)
+  t.equal(await alive.sessions.removeWatcher(ref, 'w2'), 2)
   // The doomed instance stops refreshing (as a crashed one would); the alive one keeps going.
   await closeBackend(doomed)
-  await sleep(700)
-  t.equal(await alive.sessions.watcherCount('s'), 1, 'w3 aged out, w1 refreshed')
-  t.equal(await alive.sessions.removeWatcher('s', 'w1'), 0)
+  for (let i = 0; i < 4; i++) {
+    await sleep(175)
+    await alive.sessions.refreshWatchers([{ ref, ids: ['w1'] }])
+  }
+  await alive.sessions.refreshWatchers([])
+  t.equal(await alive.sessions.watcherCount(ref), 1, 'w3 aged out, w1 refreshed')
+  t.equal(await alive.sessions.removeWatcher(ref, 'w1'), 0)
 })
 
-t.test('a failed watcher refresh is logged, not thrown', async (t) => {
+t.test('close is idempotent, and closes its connection once the log and bus have too', async (t) => {
   const r = await useRedis(t)
   if (!r) return
-  const warnings: unknown[] = []
-  const log = { info() {}, debug() {}, error() {}, warn: (obj: unknown) => void warnings.push(obj) }
-  const backend = await redisBackend(t, r, { logger: log, watcherTtlMs: 60_000 })
-  await backend.sessions.getOrCreate('s', 'alice')
-  await backend.sessions.addWatcher('s', 'w1')
-  await r.redis.set(`${r.prefix}session:{s}:watchers`, 'not a zset')
-  await (backend.sessions as RedisSessionStore).refreshWatchers()
-  t.equal(warnings.length, 1)
+  const backend = await redisBackend(t, r)
+  await backend.sessions.close()
+  await backend.sessions.close()
+  await backend.sessions.ping()
+  await backend.close()
+  await backend.close()
+  await t.rejects(backend.sessions.ping(), 'closed')
 })

@@ -4,7 +4,7 @@ import addFormats from 'ajv-formats'
 import { startApp, signToken } from '../helpers/app.ts'
 import { connect, bearer } from '../helpers/ws-client.ts'
 import { createFakeUpstream, textSteps, type FakeUpstream } from '../helpers/fake-upstream.ts'
-import { createMemoryBackend } from '../../src/store/memory.ts'
+import { createMemoryBackend } from '../../src/store/memory/index.ts'
 import { SessionView, visibleMessages } from '../../src/routes/sessions.ts'
 
 /** Text, then a tool call, then more text in the next round; or a slow stream to delete mid-way. */
@@ -74,8 +74,8 @@ t.test('nobody else learns anything', async (t) => {
 
   for (const method of ['GET', 'DELETE']) {
     const other = await request(method, 'private', bob)
-    t.equal(other.status, 403, `${method} by another user`)
-    t.same(await other.json(), { error: 'forbidden', message: 'forbidden' })
+    t.equal(other.status, 404, `${method} by another user: as if unknown (1.1: ids are per owner)`)
+    t.same(await other.json(), { error: 'not_found', message: 'unknown session' })
     const unknown = await request(method, 'never-created', alice)
     t.equal(unknown.status, 404, `${method} of an unknown session`)
     t.same(await unknown.json(), { error: 'not_found', message: 'unknown session' })

@@ -80,7 +80,7 @@ t.test('a chat id whose events are no longer held: history_gone', async (t) => {
   t.equal(up.requests.length, 1)
 })
 
-t.test("ownership: another user's chat into the session is forbidden", async (t) => {
+t.test("ownership (1.1): another user's chat with the same session id opens a session of their own", async (t) => {
   const { up, client } = await startWithUpstream(t)
   const alice = await client()
   const mallory = await client('mallory')
@@ -88,9 +88,10 @@ t.test("ownership: another user's chat into the session is forbidden", async (t)
   await alice.untilComplete()
   const seen = alice.frames.length
   mallory.send({ type: 'chat', content: 'let me in', session_id: 'private', id: 'm1' })
-  const error = await mallory.next()
-  t.same(error, { type: 'error', session_id: 'private', content: 'forbidden', metadata: { code: 'forbidden', retryable: false, request_id: 'm1' } })
-  t.equal(up.requests.length, 1)
+  const frames = await mallory.untilComplete()
+  t.match(frames[0], { type: 'status', content: 'thinking', session_id: 'private', seq: 1 }, 'a new session: seq starts at 1')
+  t.equal(up.requests.length, 2)
+  t.notMatch(JSON.stringify(up.requests[1]), /mine/, "mallory's run never sees alice's history")
   await sleep(20)
   t.equal(alice.frames.length, seen, 'alice saw nothing of it')
 })

@@ -71,7 +71,7 @@ t.test('cancel with no active run: no_active_run', async (t) => {
   t.ok(serverFrame.Check(error))
 })
 
-t.test("cancel of another user's session: forbidden, and the run goes on", async (t) => {
+t.test("cancel of another user's session id: not_found (their own has none), and the run goes on", async (t) => {
   const { client } = await startWithUpstream(t, slow)
   const alice = await client()
   const mallory = await client('mallory')
@@ -79,7 +79,7 @@ t.test("cancel of another user's session: forbidden, and the run goes on", async
   await alice.nextOfType('token')
   mallory.send({ type: 'cancel', session_id: 'alices' })
   const error = await mallory.next()
-  t.same(error, { type: 'error', session_id: 'alices', content: 'forbidden', metadata: { code: 'forbidden', retryable: false } })
+  t.same(error, { type: 'error', session_id: 'alices', content: 'unknown session', metadata: { code: 'not_found', retryable: false } })
   const frames = await alice.untilComplete()
   t.match(frames.at(-1), { metadata: { finish_reason: 'stop' } })
 })

@@ -1,6 +1,6 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { serializeEvent } from '../../src/store/types.ts'
+import { serializeEvent } from '../../src/protocol/serialize.ts'
 
 t.test('the token fast path writes exactly what JSON.stringify would', async (t) => {
   fc.assert(

@@ -5,7 +5,7 @@ import pino from 'pino'
 import type { WebSocket } from 'ws'
 import type { FastifyBaseLogger } from 'fastify'
 import { Connection, closeSocket } from '../../src/ws/connection.ts'
-import type { SessionRegistry } from '../../src/sessions/registry.ts'
+import type { SessionService } from '../../src/sessions/session-service.ts'
 
 /** Just enough of a `ws` socket to watch what a Connection does with it. */
 class FakeSocket extends EventEmitter {
@@ -18,7 +18,14 @@ class FakeSocket extends EventEmitter {
   terminated = 0
   sent: string[] = []
   /** The TCP socket under it: Connection corks it to batch a burst of frames into one write. */
-  readonly _socket = { corked: 0, cork: () => void this._socket.corked++, uncork: () => void this._socket.corked-- }
+  readonly _socket = Object.assign(new EventEmitter(), { corked: 0, cork: () => void this._socket.corked++, uncork: () => void this._socket.corked-- })
+  paused = false
+  pause(): void {
+    this.paused = true
+  }
+  resume(): void {
+    this.paused = false
+  }
   close(code: number, reason: string): void {
     this.closes.push([code, reason])
     this.readyState = this.CLOSING
@@ -39,10 +46,17 @@ function connection(socket: FakeSocket, expSeconds: number): Connection {
   return new Connection({
     socket: socket as unknown as WebSocket,
     claims: { sub: 'alice', exp: expSeconds },
-    registry: { disconnect: async () => {} } as unknown as SessionRegistry,
+    sessions: {} as unknown as SessionService,
     verifyToken: () => ({ ok: false, reason: 'invalid token' }),
     log: silent,
-    limits: { maxContentChars: 100, invalidFrameLimit: 5, invalidFrameWindowMs: 1000 },
+    limits: {
+      maxContentChars: 100,
+      invalidFrameLimit: 5,
+      invalidFrameWindowMs: 1000,
+      maxPendingFrames: 10,
+      maxWatched: 4,
+      flow: { highWaterMark: 1024, maxBufferedBytes: 4096, slowClientTimeoutMs: 1000 },
+    },
   })
 }
 
@@ -124,4 +138,25 @@ t.test('nothing is sent once the socket is no longer open', async (t) => {
   t.same(socket.sent, ['{"a":1}'])
   t.equal(conn.bufferedAmount, 0)
   socket.emit('close', 1000)
+})
+
+t.test('flow control through the connection: above the mark reading pauses; past the cap it closes 1008', async (t) => {
+  const socket = new FakeSocket()
+  const conn = connection(socket, Math.floor(Date.now() / 1000) + 60)
+  t.ok(conn.writable)
+  socket.bufferedAmount = 2000
+  conn.deliver('{"a":1}')
+  t.notOk(conn.writable, 'above the high-water mark')
+  t.ok(socket.paused, 'reading paused')
+  let woke = false
+  const waiting = conn.whenWritable().then(() => (woke = true))
+  socket.bufferedAmount = 0
+  socket._socket.emit('drain')
+  await waiting
+  t.ok(woke && conn.writable && !socket.paused, 'drained: writable again, reading resumed')
+  socket.bufferedAmount = 5000
+  conn.deliver('{"b":2}')
+  t.same(socket.closes, [[1008, 'too much unsent data']])
+  t.notOk(conn.isOpen)
+  socket.emit('close', 1008)
 })

@@ -2,14 +2,14 @@ import t from 'tap'
 import WebSocket from 'ws'
 import { startApp, signToken } from '../helpers/app.ts'
 import { connect, bearer, TestClient } from '../helpers/ws-client.ts'
-import { createMemoryBackend } from '../../src/store/memory.ts'
+import { createMemoryBackend } from '../../src/store/memory/index.ts'
 import { closedWithin, roomy } from './util.ts'
 
 t.test('a handler that fails for a non-protocol reason answers internal (retryable) and keeps serving', async (t) => {
   const lines: string[] = []
   const backend = createMemoryBackend({ ttlSeconds: 60, maxEvents: 100 })
   const { wsUrl } = await startApp(t, { ...roomy, LOG_LEVEL: 'error' }, { backend, logStream: { write: (line) => void lines.push(line) } })
-  backend.sessions.getOrCreate = async () => {
+  backend.sessions.open = async () => {
     throw new Error('ECONNREFUSED 10.0.0.1:6379')
   }
   const client = await connect(t, wsUrl, bearer(signToken('alice')))

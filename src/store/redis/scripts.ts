@@ -71,10 +71,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 `)
 
-/** KEYS: meta, messages. ARGV: ttl, owner, new gen → { gen, createdAt, updatedAt, run, runStart, lease, messages }. */
+/**
+ * KEYS: meta, messages, requests, watchers. ARGV: ttl, owner, new gen → { gen, createdAt,
+ * updatedAt, run, runStart, lease, messages }. A new generation starts with nothing of an old one.
+ */
 export const openSession = new LuaScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local now = now_ms()
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
   redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'gen', ARGV[3], 'createdAt', now, 'updatedAt', now)
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end

@@ -82,8 +82,8 @@ export class RedisSessionStore implements SessionStore {
     // The user's count is its own key (its own slot): checked first, then the session opened.
     const admitted = await scripts.admitSession.run(this.#redis, [userSessionsKey(this.#prefix, owner)], [this.#ttlMs, maxSessions, id])
     if (admitted !== 1) return { kind: 'too_many' }
-    const meta = metaKey(this.#prefix, owner, id)
-    const reply = (await scripts.openSession.run(this.#redis, [meta, `${meta}:m`], [this.#ttlMs, owner, randomUUID().slice(0, 8)])) as OpenReply
+    const keys = sessionKeys(this.#prefix, { owner, id, gen: '' })
+    const reply = (await scripts.openSession.run(this.#redis, [keys.meta, keys.messages, keys.requests, keys.watchers], [this.#ttlMs, owner, randomUUID().slice(0, 8)])) as OpenReply
     return { kind: 'open', session: record(owner, id, reply) }
   }
 
