@@ -946,7 +946,7 @@ t.test('the hub: a session the store forgot, refresh and release failures', asyn
   await waitFor(() => lines.some((line) => line.msg === 'watcher refresh failed'))
   dave.disconnect()
   await waitFor(() => lines.some((line) => line.msg === 'could not release watcher'))
-  t.equal(subscriptions.of({ owner: 'alice', id: 'u', gen: 'x' }), undefined)
+  t.equal(subscriptions.of({ owner: 'alice', id: 'u', gen: 'x' }).size, 0)
   await subscriptions.whenWritable({ owner: 'alice', id: 'nobody', gen: 'x' })
 })
 
