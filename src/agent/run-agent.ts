@@ -3,11 +3,15 @@ import type { HistoryMessage } from '../store/types.ts'
 import type { ModelClient } from './models/types.ts'
 import type { ToolRegistry } from './tools/registry.ts'
 import { UpstreamError } from './upstream-error.ts'
+import { progressRelay } from './tool-progress.ts'
 
 export type AgentEvent =
   | { type: 'token'; text: string }
+  /** A reasoning delta: relayed to clients that asked, never part of the answer or sent back to the model. */
+  | { type: 'reasoning'; text: string }
   | { type: 'tool_call'; tool: string; callId: string; arguments: unknown }
   | { type: 'tool_result'; tool: string; callId: string; result: unknown; isError: boolean }
+  | { type: 'tool_progress'; tool: string; callId: string; progress: number; total?: number; message?: string }
 
 export interface AgentRunInput {
   model: ModelClient
@@ -30,10 +34,12 @@ export interface AgentProgress {
   usage: Usage | undefined
   /** Text of the round in flight, not yet in `messages`. */
   pendingText: string
+  /** Everything the model reasoned this run, every round (kept apart from `content`). */
+  reasoning: string
 }
 
 export interface AgentOutcome {
-  finishReason: 'stop' | 'length'
+  finishReason: 'stop' | 'length' | 'content_filter'
   reason?: string
 }
 
@@ -47,7 +53,7 @@ interface PendingCall {
 }
 
 export function createProgress(): AgentProgress {
-  return { content: '', messages: [], usage: undefined, pendingText: '' }
+  return { content: '', messages: [], usage: undefined, pendingText: '', reasoning: '' }
 }
 
 /** Everything the run produced, the partial round included, as history messages. */
@@ -89,8 +95,12 @@ export async function runAgent(input: AgentRunInput, progress: AgentProgress): P
   let sliceStart = 0
   let lastChunkAt = 0
   for (let round = 0; ; round++) {
-    const calls: PendingCall[] = []
+    // By the model layer's dense slots; a Map, so no index can make a sparse array to walk.
+    const calls = new Map<number, PendingCall>()
     let finish: string | undefined
+    // A server may report usage on every chunk (running totals): within a request the last
+    // report stands; requests (tool rounds) add up.
+    const usageBefore = progress.usage
     for await (const chunk of input.model.stream({ messages, tools, signal })) {
       signal.throwIfAborted()
       // One upstream read can hold hundreds of chunks, all relayed as microtasks: give the
@@ -107,25 +117,30 @@ export async function runAgent(input: AgentRunInput, progress: AgentProgress): P
         progress.content += chunk.text
         progress.pendingText += chunk.text
         await input.emit({ type: 'token', text: chunk.text })
+      } else if (chunk.type === 'reasoning') {
+        progress.reasoning += chunk.text
+        await input.emit({ type: 'reasoning', text: chunk.text })
       } else if (chunk.type === 'tool_call') {
-        const call = (calls[chunk.index] ??= { id: '', name: '', arguments: '' })
-        if (chunk.id) call.id = chunk.id
-        if (chunk.name) call.name += chunk.name
+        let call = calls.get(chunk.index)
+        if (!call) calls.set(chunk.index, (call = { id: '', name: '', arguments: '' }))
+        call.id ||= chunk.id ?? ''
+        // Set once: some servers repeat the whole name on every fragment.
+        call.name ||= chunk.name ?? ''
         if (chunk.arguments) call.arguments += chunk.arguments
       } else if (chunk.type === 'usage') {
-        progress.usage = addUsage(progress.usage, chunk.usage)
+        progress.usage = addUsage(usageBefore, chunk.usage)
       } else {
         finish = chunk.reason
       }
       lastChunkAt = performance.now()
     }
     signal.throwIfAborted()
-    const requested = calls.filter(Boolean)
+    const requested = [...calls.entries()].sort(([a], [b]) => a - b).map(([, call]) => call)
     const assistant: HistoryMessage = { role: 'assistant', content: progress.pendingText || null }
     if (requested.length === 0) {
       if (progress.pendingText) progress.messages.push(assistant)
       progress.pendingText = ''
-      return { finishReason: finish === 'length' ? 'length' : 'stop' }
+      return { finishReason: finish === 'length' || finish === 'content_filter' ? finish : 'stop' }
     }
     if (round >= input.maxToolRounds) {
       if (progress.pendingText) progress.messages.push(assistant)
@@ -149,7 +164,9 @@ export async function runAgent(input: AgentRunInput, progress: AgentProgress): P
     const context = { signal, sessionId: input.sessionId, userId: input.userId }
     const results = await Promise.all(
       requested.map(async (call) => {
-        const outcome = await input.tools.execute(call.name, call.arguments, context)
+        const relay = progressRelay(input.emit, call.name, call.id)
+        const outcome = await input.tools.execute(call.name, call.arguments, { ...context, onProgress: relay.report })
+        await relay.settle()
         signal.throwIfAborted()
         await input.emit({
           type: 'tool_result',

@@ -9,15 +9,31 @@ export const SessionId = Type.String({
 
 const strict = { additionalProperties: false } as const
 
+const RequestId = Type.String({ minLength: 1, maxLength: 128, description: 'Idempotency key, echoed as metadata.request_id' })
+
+/** (1.1) What a chat does when the session already has an active run (protocol.md §2). */
+export const OnBusy = Type.Union([Type.Literal('reject'), Type.Literal('interrupt'), Type.Literal('enqueue')], {
+  description: 'reject (default): error busy; interrupt: cancel the active run, then run this one; enqueue: run after the runs before it',
+})
+export type OnBusy = Static<typeof OnBusy>
+
 export const ChatFrame = Type.Object(
   {
     type: Type.Literal('chat'),
     // The upper bound is MAX_CONTENT_CHARS, checked by the handler so that it answers payload_too_large.
     content: Type.String({ minLength: 1 }),
     session_id: Type.Optional(SessionId),
-    id: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'Idempotency key, echoed as metadata.request_id' })),
+    id: Type.Optional(RequestId),
+    on_busy: Type.Optional(OnBusy),
+    edit: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: '(1.1) The id of an earlier user message: history is cut before it, content replaces it' })),
+    reasoning: Type.Optional(Type.Boolean({ description: "(1.1) true to receive the model's reasoning deltas as reasoning frames" })),
   },
   { ...strict, $id: 'ChatFrame', description: 'Start an agent run in a session' },
+)
+
+export const RegenerateFrame = Type.Object(
+  { type: Type.Literal('regenerate'), session_id: SessionId, id: Type.Optional(RequestId), on_busy: Type.Optional(OnBusy) },
+  { ...strict, $id: 'RegenerateFrame', description: "(1.1) Drop the session's last answer and answer its last user message again" },
 )
 
 export const CancelFrame = Type.Object(
@@ -46,6 +62,7 @@ export const clientFrameSchemas = {
   ping: PingFrame,
   resume: ResumeFrame,
   auth: AuthFrame,
+  regenerate: RegenerateFrame,
 } as const
 
 export const ClientFrame = Type.Union(Object.values(clientFrameSchemas), { $id: 'ClientFrame' })
@@ -55,5 +72,6 @@ export type CancelFrame = Static<typeof CancelFrame>
 export type PingFrame = Static<typeof PingFrame>
 export type ResumeFrame = Static<typeof ResumeFrame>
 export type AuthFrame = Static<typeof AuthFrame>
+export type RegenerateFrame = Static<typeof RegenerateFrame>
 export type ClientFrame = Static<typeof ClientFrame>
 export type ClientFrameType = keyof typeof clientFrameSchemas

@@ -12,6 +12,8 @@ export const FinishReason = Type.Union([
   Type.Literal('cancelled'),
   Type.Literal('error'),
   Type.Literal('interrupted'),
+  // 1.1: the model's provider filtered the answer (OpenAI, Azure OpenAI).
+  Type.Literal('content_filter'),
 ])
 
 export const Usage = Type.Object(
@@ -58,6 +60,27 @@ export const StatusToolResult = Type.Object(
   { ...strict, $id: 'StatusToolResult', description: 'A tool call finished' },
 )
 
+export const StatusToolProgress = Type.Object(
+  {
+    type: Type.Literal('status'),
+    session_id: SessionIdOrEmpty,
+    seq: Seq,
+    content: Type.Literal('tool_progress'),
+    metadata: Type.Object(
+      {
+        run_id: RunId,
+        tool: Type.String(),
+        call_id: Type.String(),
+        progress: Type.Number(),
+        total: Type.Optional(Type.Number()),
+        message: Type.Optional(Type.String()),
+      },
+      strict,
+    ),
+  },
+  { ...strict, $id: 'StatusToolProgress', description: "A long tool's progress, e.g. from an MCP server (1.1)" },
+)
+
 export const StatusCancelled = Type.Object(
   {
     type: Type.Literal('status'),
@@ -67,6 +90,24 @@ export const StatusCancelled = Type.Object(
     metadata: Type.Object({ run_id: RunId }, strict),
   },
   { ...strict, $id: 'StatusCancelled', description: 'The run was cancelled; its complete follows' },
+)
+
+export const StatusQueued = Type.Object(
+  {
+    type: Type.Literal('status'),
+    session_id: SessionIdOrEmpty,
+    seq: Seq,
+    content: Type.Literal('queued'),
+    metadata: Type.Object(
+      {
+        run_id: RunId,
+        position: Type.Integer({ minimum: 1, description: 'Place in line behind the active run: 1 runs next' }),
+        request_id: Type.Optional(Type.String()),
+      },
+      strict,
+    ),
+  },
+  { ...strict, $id: 'StatusQueued', description: "(1.1) A chat with on_busy enqueue waits for the runs before it; its own thinking comes when it starts" },
 )
 
 export const StatusResumed = Type.Object(
@@ -91,6 +132,17 @@ export const TokenFrameSchema = Type.Object(
     metadata: Type.Object({ run_id: RunId }, strict),
   },
   { ...strict, $id: 'TokenFrame', description: 'A text delta from the model' },
+)
+
+export const ReasoningFrameSchema = Type.Object(
+  {
+    type: Type.Literal('reasoning'),
+    session_id: SessionIdOrEmpty,
+    seq: Seq,
+    content: Type.String(),
+    metadata: Type.Object({ run_id: RunId }, strict),
+  },
+  { ...strict, $id: 'ReasoningFrame', description: '(1.1) A reasoning delta from the model, sent when the chat asked with reasoning: true' },
 )
 
 export const CompleteFrameSchema = Type.Object(
@@ -144,9 +196,12 @@ export const serverFrameSchemas = {
   StatusThinking,
   StatusToolCall,
   StatusToolResult,
+  StatusToolProgress,
   StatusCancelled,
+  StatusQueued,
   StatusResumed,
   TokenFrame: TokenFrameSchema,
+  ReasoningFrame: ReasoningFrameSchema,
   CompleteFrame: CompleteFrameSchema,
   ErrorFrame: ErrorFrameSchema,
   PongFrame: PongFrameSchema,
@@ -159,9 +214,12 @@ export type Usage = Static<typeof Usage>
 export type StatusThinking = Static<typeof StatusThinking>
 export type StatusToolCall = Static<typeof StatusToolCall>
 export type StatusToolResult = Static<typeof StatusToolResult>
+export type StatusToolProgress = Static<typeof StatusToolProgress>
 export type StatusCancelled = Static<typeof StatusCancelled>
 export type StatusResumed = Static<typeof StatusResumed>
+export type StatusQueued = Static<typeof StatusQueued>
 export type TokenFrame = Static<typeof TokenFrameSchema>
+export type ReasoningFrame = Static<typeof ReasoningFrameSchema>
 export type CompleteFrame = Static<typeof CompleteFrameSchema>
 export type ErrorFrame = Static<typeof ErrorFrameSchema>
 export type PongFrame = Static<typeof PongFrameSchema>

@@ -8,6 +8,8 @@ export function runEvent(sessionId: string, runId: string, event: AgentEvent): U
   switch (event.type) {
     case 'token':
       return { type: 'token', session_id: sessionId, content: event.text, metadata: { run_id: runId } }
+    case 'reasoning':
+      return { type: 'reasoning', session_id: sessionId, content: event.text, metadata: { run_id: runId } }
     case 'tool_call':
       return {
         type: 'status',
@@ -21,6 +23,20 @@ export function runEvent(sessionId: string, runId: string, event: AgentEvent): U
         session_id: sessionId,
         content: 'tool_result',
         metadata: { run_id: runId, tool: event.tool, call_id: event.callId, result: event.result, is_error: event.isError },
+      }
+    case 'tool_progress':
+      return {
+        type: 'status',
+        session_id: sessionId,
+        content: 'tool_progress',
+        metadata: {
+          run_id: runId,
+          tool: event.tool,
+          call_id: event.callId,
+          progress: event.progress,
+          ...(event.total === undefined ? {} : { total: event.total }),
+          ...(event.message === undefined ? {} : { message: event.message }),
+        },
       }
   }
 }

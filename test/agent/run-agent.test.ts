@@ -70,7 +70,7 @@ t.test('text only: tokens relayed, history and usage recorded', async (t) => {
   const progress = createProgress()
   t.same(await runAgent(run, progress), { finishReason: 'stop' })
   t.same(events, [{ type: 'token', text: 'Hel' }, { type: 'token', text: 'lo' }])
-  t.same(progress, { content: 'Hello', messages: [{ role: 'assistant', content: 'Hello' }], usage: { prompt_tokens: 3, completion_tokens: 2 }, pendingText: '' })
+  t.same(progress, { content: 'Hello', messages: [{ role: 'assistant', content: 'Hello' }], usage: { prompt_tokens: 3, completion_tokens: 2 }, pendingText: '', reasoning: '' })
   t.same(producedMessages(progress), [{ role: 'assistant', content: 'Hello' }])
 })
 
@@ -88,8 +88,9 @@ t.test('a tool round: calls assembled from fragments, run, results fed back, usa
   const { model, requests } = scripted([
     [
       text('Let me check. '),
-      { type: 'tool_call', index: 0, id: 'call_a', name: 'ec' },
-      { type: 'tool_call', index: 0, name: 'ho', arguments: '{"text":' },
+      { type: 'tool_call', index: 0, id: 'call_a', name: 'echo' },
+      // The name is set once: a server that repeats it on every fragment does not make "echoecho".
+      { type: 'tool_call', index: 0, id: 'call_a', name: 'echo', arguments: '{"text":' },
       { type: 'tool_call', index: 1, id: 'call_b', name: 'missing', arguments: 'not json' },
       { type: 'tool_call', index: 0, arguments: '"hi"}' },
       { type: 'finish', reason: 'tool_calls' },
@@ -128,6 +129,53 @@ t.test('a tool round: calls assembled from fragments, run, results fed back, usa
   t.equal(progress.content, 'Let me check. Done.')
   t.same(progress.usage, { prompt_tokens: 30, completion_tokens: 7 })
   t.same(requests[1], [...run.messages, ...produced.slice(0, 3)], 'round two sees the calls and their results')
+})
+
+t.test('reasoning: relayed as reasoning events, kept apart from the answer and from history', async (t) => {
+  const { model, requests } = scripted([
+    [{ type: 'reasoning', text: 'Think' }, { type: 'tool_call', index: 0, id: 'c1', name: 'echo', arguments: '{"text":"x"}' }, { type: 'finish', reason: 'tool_calls' }],
+    [{ type: 'reasoning', text: ' again' }, text('Hi'), { type: 'finish', reason: 'stop' }],
+  ])
+  const { run, events } = input(model)
+  const progress = createProgress()
+  t.same(await runAgent(run, progress), { finishReason: 'stop' })
+  t.same(
+    events.filter((event) => event.type === 'reasoning' || event.type === 'token'),
+    [{ type: 'reasoning', text: 'Think' }, { type: 'reasoning', text: ' again' }, { type: 'token', text: 'Hi' }],
+  )
+  t.equal(progress.reasoning, 'Think again')
+  t.equal(progress.content, 'Hi')
+  t.notMatch(JSON.stringify(requests[1]), /Think/, 'reasoning is not sent back to the model')
+  t.notMatch(JSON.stringify(progress.messages), /Think/, 'nor kept in history')
+})
+
+t.test('content_filter is passed through', async (t) => {
+  const { model } = scripted([[text('Part'), { type: 'finish', reason: 'content_filter' }]])
+  t.same(await runAgent(input(model).run, createProgress()), { finishReason: 'content_filter' })
+})
+
+t.test('usage: the last report of a request stands (running totals), requests add up', async (t) => {
+  const { model } = scripted([
+    [{ type: 'tool_call', index: 0, id: 'c1', name: 'echo', arguments: '{"text":"x"}' }, usage(4, 1), usage(4, 2), { type: 'finish', reason: 'tool_calls' }],
+    [text('a'), usage(9, 1), text('b'), usage(9, 2), { type: 'finish', reason: 'stop' }],
+  ])
+  const progress = createProgress()
+  await runAgent(input(model).run, progress)
+  t.same(progress.usage, { prompt_tokens: 13, completion_tokens: 4 })
+})
+
+t.test('tool calls are taken in index order, whatever order they came in', async (t) => {
+  const { model } = scripted([
+    [
+      { type: 'tool_call', index: 1, id: 'second', name: 'echo', arguments: '{"text":"2"}' },
+      { type: 'tool_call', index: 0, id: 'first', name: 'echo', arguments: '{"text":"1"}' },
+      { type: 'finish', reason: 'tool_calls' },
+    ],
+    [text('ok'), { type: 'finish', reason: 'stop' }],
+  ])
+  const { run, events } = input(model)
+  await runAgent(run, createProgress())
+  t.same(events.flatMap((event) => (event.type === 'tool_call' ? [event.callId] : [])), ['first', 'second'])
 })
 
 t.test('a tool call without text has null content; a tool returning undefined is null', async (t) => {

@@ -136,6 +136,18 @@ t.test('tool_calls deltas arrive', async (tt) => {
   tt.equal(finish, 'tool_calls')
 })
 
+t.test('chunk steps are written exactly as given, and ignored by non-streaming answers', async (tt) => {
+  const own = { id: '', object: 'chat.completion.chunk', created: 0, model: '', choices: [], prompt_filter_results: [{ prompt_index: 0 }] }
+  const { up, client } = await upstream(tt, () => ({ steps: [{ chunk: own }, { text: 'hi' }, { finish: 'stop' }, { done: true }] }))
+  const chunks: unknown[] = []
+  for await (const c of await stream(client)) chunks.push(c)
+  tt.same(chunks[0], own, 'no role, usage or id added')
+  tt.equal(chunks.length, 3)
+  tt.equal(up.requests[0]?.chunksWritten, 4)
+  const completion = await client.chat.completions.create({ model: 'm', messages })
+  tt.equal(completion.choices[0]?.message.content, 'hi')
+})
+
 t.test('abort via AbortController mid-stream: closedAt set, closedByClient true', async (tt) => {
   const { up, client } = await upstream(tt, () => ({ steps: textSteps('a b c d e f', { delayMs: 20 }) }))
   const ac = new AbortController()

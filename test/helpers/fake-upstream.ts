@@ -23,7 +23,12 @@ export type Step =
   /** A delta.tool_calls chunk. id/name belong on the first delta of a call; arguments are string fragments. */
   | { toolCalls: Array<{ index: number; id?: string; name?: string; arguments?: string }> }
   /** A chunk with choices[0].finish_reason set and an empty delta. */
-  | { finish: 'stop' | 'length' | 'tool_calls' }
+  | { finish: 'stop' | 'length' | 'tool_calls' | 'content_filter' }
+  /**
+   * One SSE event whose data is this JSON, exactly as given (no id, role or usage added): a
+   * server's own chunk shape, for the stream corpus (test/fixtures/streams/).
+   */
+  | { chunk: unknown }
   /** The usage chunk (choices: []), total_tokens is computed. */
   | { usage: { prompt_tokens: number; completion_tokens: number } }
   /** `data: [DONE]` (the response is ended when the steps run out, not by this step). */
@@ -440,6 +445,8 @@ async function streamSteps(conn: Conn, steps: Step[], extraHeaders: Record<strin
         total_tokens: u.prompt_tokens + u.completion_tokens,
       }
       if (!(await write(chunk([], usage), true))) return
+    } else if ('chunk' in step) {
+      if (!(await write(`data: ${JSON.stringify(step.chunk)}\n\n`, true))) return
     } else if ('done' in step) {
       if (!(await write('data: [DONE]\n\n', true))) return
     } else if ('delayMs' in step) {
@@ -519,7 +526,7 @@ async function respondNonStreaming(conn: Conn, steps: Step[], extraHeaders: Reco
       })
       return
     }
-    // done, comment, raw: no meaning without SSE
+    // done, comment, raw, chunk: no meaning without SSE
   }
   if (stop.signal.aborted || res.destroyed) return
   const message: Record<string, unknown> = {

@@ -56,6 +56,28 @@ t.test('content keeps the idle dog fed', async (t) => {
   t.same(await collect(withWatchdog(model, limits, capturingLogger().log)), [...chunks, stop], 'a stream slower in total than the idle limit, but never silent for it')
 })
 
+t.test('reasoning is content: a model thinking past the first-token limit lives', async (t) => {
+  const thinking: ModelChunk[] = Array.from({ length: 8 }, (_, i) => ({ type: 'reasoning', text: `t${i}` }))
+  const model = fakeModel([trickles(40, ...thinking, text('answer'), stop)])
+  t.same(await collect(withWatchdog(model, limits, capturingLogger().log)), [...thinking, text('answer'), stop])
+})
+
+t.test('usage chunks after content do not feed the idle dog', async (t) => {
+  const model = fakeModel([trickles(40, text('Hel'), usage, usage, usage, usage, usage, usage, usage, text('lo'))])
+  await t.rejects(collect(withWatchdog(model, limits, capturingLogger().log)), { name: 'UpstreamError', failure: 'timeout', message: /UPSTREAM_IDLE_TIMEOUT_MS/ })
+})
+
+t.test('time the caller spends on a usage chunk is not upstream silence either', async (t) => {
+  const model = fakeModel([answers(text('a'), usage, text('b'), stop)])
+  const stream = withWatchdog(model, limits, capturingLogger().log).stream({ messages: [], tools: [], signal: new AbortController().signal })
+  const seen: ModelChunk[] = []
+  for await (const chunk of stream) {
+    seen.push(chunk)
+    if (chunk.type === 'usage') await sleep(limits.idleTimeoutMs * 2)
+  }
+  t.same(seen, [text('a'), usage, text('b'), stop])
+})
+
 t.test('time the caller spends on a chunk (a slow client) is not upstream silence', async (t) => {
   const model = fakeModel([answers(text('a'), text('b'), stop)])
   const stream = withWatchdog(model, limits, capturingLogger().log).stream({ messages: [], tools: [], signal: new AbortController().signal })

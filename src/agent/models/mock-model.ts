@@ -3,7 +3,8 @@ import type { HistoryMessage } from '../../store/types.ts'
 import type { ModelChunk, ModelClient, ModelRequest } from './types.ts'
 
 const ARITHMETIC = /(?:calculate|compute|what is|what's)\s+([-+*/%^().\d\s]*\d[-+*/%^().\d\s]*)/i
-const TIME = /\btime\b/i
+/** A question about the clock ("what time is it", "the current time"), not "take your time". */
+const TIME = /\b(?:what(?:'s| is)?(?: the)? (?:current |local )?time|(?:current|local) time|time is it|the time (?:in|now)|time now)\b/i
 
 function lastOf(messages: HistoryMessage[], role: HistoryMessage['role']): HistoryMessage | undefined {
   return messages.findLast((message) => message.role === role)

@@ -1,7 +1,10 @@
 import OpenAI from 'openai'
 import type { FastifyBaseLogger } from 'fastify'
-import type { ChatCompletionChunk, ChatCompletionMessageParam } from 'openai/resources/chat/completions'
+import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions'
 import { UpstreamError, type UpstreamFailure } from '../upstream-error.ts'
+import { createChunkReader } from './chunk-reader.ts'
+import { createSentinelFetch } from './done-sentinel.ts'
+import { inBandStatus } from './in-band-error.ts'
 import type { ModelChunk, ModelClient, ModelRequest } from './types.ts'
 
 export interface OpenAIModelOptions {
@@ -21,6 +24,8 @@ export interface UpstreamObserver {
   request(outcome: number | 'network' | 'aborted'): void
   /** The retry layer asks again after `failure`. */
   retry(failure: UpstreamFailure): void
+  /** A reasoning delta came from the model (whether or not a client asked to see it). */
+  reasoningDelta?(): void
 }
 
 /** Milliseconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date). */
@@ -35,6 +40,16 @@ export function retryAfterMs(headers: Headers | undefined, now = Date.now()): nu
   return Number.isNaN(date) ? undefined : Math.max(0, date - now)
 }
 
+/** A status the server answered with (HTTP or, `inBand`, inside a 200 stream) as one of our failures. */
+function failureOfStatus(status: number, options: { cause: unknown; retryAfterMs?: number | undefined; inBand: boolean }): UpstreamError {
+  const where = options.inBand ? `${status} inside the stream` : `${status}`
+  const details = { cause: options.cause, ...(options.inBand ? {} : { status }), ...(options.retryAfterMs === undefined ? {} : { retryAfterMs: options.retryAfterMs }) }
+  if (status === 401 || status === 403) return new UpstreamError('auth', `the model server rejected our credentials (${where})`, details)
+  if (status === 429) return new UpstreamError('rate_limited', 'the model server is rate limiting us', details)
+  if (status >= 500 || status === 408 || status === 409) return new UpstreamError('server', `the model server failed (${where})`, details)
+  return new UpstreamError('bad_request', `the model server refused the request (${where})`, details)
+}
+
 /** Any error the SDK (or the fetch under it) throws, as one of our classified failures. */
 export function classifyError(error: unknown): UpstreamError {
   if (error instanceof UpstreamError) return error
@@ -42,43 +57,16 @@ export function classifyError(error: unknown): UpstreamError {
     return new UpstreamError('connection', 'could not reach the model server', { cause: error })
   }
   if (error instanceof OpenAI.APIError && error.status !== undefined) {
-    const { status } = error
-    const options = { status, cause: error, retryAfterMs: retryAfterMs(error.headers) }
-    if (status === 401 || status === 403) return new UpstreamError('auth', `the model server rejected our credentials (${status})`, options)
-    if (status === 429) return new UpstreamError('rate_limited', 'the model server is rate limiting us', options)
-    if (status >= 500 || status === 408 || status === 409) return new UpstreamError('server', `the model server failed (${status})`, options)
-    return new UpstreamError('bad_request', `the model server refused the request (${status})`, options)
+    return failureOfStatus(error.status, { cause: error, retryAfterMs: retryAfterMs(error.headers), inBand: false })
   }
   if (error instanceof OpenAI.APIError) {
-    // An `error` object inside the SSE stream.
+    // An `error` object inside the SSE stream: judged like the HTTP answer it stands for.
+    const status = inBandStatus(error.error)
+    if (status !== undefined) return failureOfStatus(status, { cause: error, inBand: true })
     return new UpstreamError('server', 'the model server reported an error mid-stream', { cause: error })
   }
   if (error instanceof SyntaxError) return new UpstreamError('malformed', 'the model server sent a malformed chunk', { cause: error })
   return new UpstreamError('connection', 'the connection to the model server broke', { cause: error })
-}
-
-function toChunks(chunk: ChatCompletionChunk): ModelChunk[] {
-  const out: ModelChunk[] = []
-  const choice = chunk.choices[0]
-  if (choice?.delta?.content) out.push({ type: 'text', text: choice.delta.content })
-  for (const call of choice?.delta?.tool_calls ?? []) {
-    out.push({
-      type: 'tool_call',
-      index: call.index,
-      ...(call.id ? { id: call.id } : {}),
-      ...(call.function?.name ? { name: call.function.name } : {}),
-      ...(call.function?.arguments ? { arguments: call.function.arguments } : {}),
-    })
-  }
-  if (chunk.usage) {
-    out.push({
-      type: 'usage',
-      usage: { prompt_tokens: chunk.usage.prompt_tokens, completion_tokens: chunk.usage.completion_tokens },
-    })
-  }
-  const reason = choice?.finish_reason
-  if (reason) out.push({ type: 'finish', reason: reason === 'function_call' ? 'tool_calls' : reason })
-  return out
 }
 
 /**
@@ -86,7 +74,9 @@ function toChunks(chunk: ChatCompletionChunk): ModelChunk[] {
  * the first token), so the SDK's own are off; the run's signal closes the HTTP request.
  */
 export function createOpenAIModel(options: OpenAIModelOptions): ModelClient {
+  const sentinel = createSentinelFetch()
   const client = new OpenAI({
+    fetch: sentinel.fetch,
     // Local compatible servers (Ollama, llama.cpp) take no key, but the SDK insists on one.
     apiKey: options.apiKey ?? 'no-key',
     ...(options.baseURL ? { baseURL: options.baseURL } : {}),
@@ -113,11 +103,19 @@ export function createOpenAIModel(options: OpenAIModelOptions): ModelClient {
         ).withResponse()
         responded = true
         options.observer?.request(response.status)
+        const reader = createChunkReader()
         for await (const chunk of stream) {
-          for (const out of toChunks(chunk)) {
+          for (const out of reader.read(chunk)) {
             if (out.type === 'finish') finished = true
+            else if (out.type === 'reasoning') options.observer?.reasoningDelta?.()
             yield out
           }
+        }
+        yield* reader.end()
+        // `[DONE]` without a finish_reason (some servers never send one): the answer is whole.
+        if (!finished && sentinel.sawDone(response)) {
+          finished = true
+          yield { type: 'finish', reason: 'stop' }
         }
       } catch (error) {
         if (signal.aborted) {

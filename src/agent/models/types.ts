@@ -14,7 +14,12 @@ export interface ModelRequest {
 
 export type ModelChunk =
   | { type: 'text'; text: string }
-  /** A fragment of a streamed tool call: id and name come first, arguments arrive in pieces. */
+  /** The model thinking aloud (`reasoning_content` or `reasoning` deltas): relayed on request, never part of the answer. */
+  | { type: 'reasoning'; text: string }
+  /**
+   * A fragment of a streamed tool call: id and name come first, arguments arrive in pieces.
+   * `index` is a dense slot (0, 1, …) per request, whatever the server numbered it.
+   */
   | { type: 'tool_call'; index: number; id?: string; name?: string; arguments?: string }
   | { type: 'usage'; usage: Usage }
   | { type: 'finish'; reason: 'stop' | 'length' | 'tool_calls' | 'content_filter' }

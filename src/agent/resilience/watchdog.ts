@@ -5,15 +5,18 @@ import { UpstreamError } from '../upstream-error.ts'
 export interface WatchdogOptions {
   /** From the call to its first content chunk (everything inside, retries included). */
   firstTokenTimeoutMs: number
-  /** Between content chunks after the first; time the caller spends on a chunk is not counted. */
+  /** Between content chunks after the first (usage chunks do not count); time the caller spends on a chunk is not counted. */
   idleTimeoutMs: number
   /** From the first call made with a run's signal, across all the run's calls. */
   runTimeoutMs: number
 }
 
-/** Content is what the model says; usage, finish and SSE keep-alive comments do not feed the dog. */
+/**
+ * Content is what the model says or thinks (a reasoning model may think for minutes before
+ * its first word); usage, finish and SSE keep-alive comments do not feed the dog.
+ */
 function isContent(chunk: ModelChunk): boolean {
-  return chunk.type === 'text' || chunk.type === 'tool_call'
+  return chunk.type === 'text' || chunk.type === 'reasoning' || chunk.type === 'tool_call'
 }
 
 /**
@@ -54,6 +57,8 @@ export function withWatchdog(model: ModelClient, options: WatchdogOptions, log: 
       }
       const iterator = model.stream({ ...request, signal: AbortSignal.any([request.signal, watchdog.signal]) })[Symbol.asyncIterator]()
       let contentSeen = false
+      /** When the idle dog fires: moved by content only, and by the time the caller holds a chunk. */
+      let idleDeadline = 0
       let innerDone = false
       let failure: unknown
       arm(started + options.firstTokenTimeoutMs, 'first_token')
@@ -65,9 +70,13 @@ export function withWatchdog(model: ModelClient, options: WatchdogOptions, log: 
             innerDone = true
             return
           }
-          contentSeen ||= isContent(next.value)
+          const content = isContent(next.value)
+          contentSeen ||= content
+          const heldAt = Date.now()
           yield next.value
-          if (contentSeen) arm(Date.now() + options.idleTimeoutMs, 'idle')
+          if (content) idleDeadline = Date.now() + options.idleTimeoutMs
+          else idleDeadline += Date.now() - heldAt
+          if (contentSeen) arm(idleDeadline, 'idle')
           else arm(started + options.firstTokenTimeoutMs, 'first_token')
         }
       } catch (err) {

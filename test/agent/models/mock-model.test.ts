@@ -55,6 +55,14 @@ t.test('tool-call triggers', async (t) => {
   t.equal(noDigits[0]?.type, 'text', 'no arithmetic without a number')
   const sometime = await collect(model.stream(request([{ role: 'user', content: 'sometimes' }])))
   t.equal(sometime[0]?.type, 'text', '"time" must be a word')
+  for (const prompt of ['take your time', 'I had a great time', 'time flies']) {
+    const said = await collect(model.stream(request([{ role: 'user', content: prompt }])))
+    t.equal(said[0]?.type, 'text', `"${prompt}" asks nothing of the clock`)
+  }
+  for (const prompt of ["what's the time", 'the current time please', 'local time in Tokyo?', 'the time in Paris', 'time now?']) {
+    const asked = await collect(model.stream(request([{ role: 'user', content: prompt }])))
+    t.equal(asked[0]?.type, 'tool_call', `"${prompt}" asks the clock`)
+  }
 })
 
 t.test('after tool results it answers from them', async (t) => {

@@ -108,6 +108,16 @@ t.test('a body that ends before the model finished: UpstreamError truncated', as
   t.same(got.map((c) => (c.type === 'text' ? c.text : c.type)), ['par', 'tial'], 'what came first was yielded')
 })
 
+t.test('reasoning deltas stream as reasoning chunks; an observer without the reasoning hook is fine', async (t) => {
+  const { model } = await setup(t, () => ({ steps: [{ chunk: { choices: [{ index: 0, delta: { reasoning_content: 'hm' }, finish_reason: null }] } }, ...textSteps('ok')] }))
+  t.same(await collect(model.stream(request())), [{ type: 'reasoning', text: 'hm' }, { type: 'text', text: 'ok' }, { type: 'finish', reason: 'stop' }])
+})
+
+t.test('[DONE] without a finish_reason is a whole answer', async (t) => {
+  const { model } = await setup(t, () => ({ steps: [{ text: 'all' }, { done: true }] }))
+  t.same(await collect(model.stream(request())), [{ type: 'text', text: 'all' }, { type: 'finish', reason: 'stop' }])
+})
+
 t.test('finish without [DONE] stands', async (t) => {
   const { model } = await setup(t, () => ({ steps: [{ text: 'ok' }, { finish: 'length' }] }))
   t.same(await collect(model.stream(request())), [{ type: 'text', text: 'ok' }, { type: 'finish', reason: 'length' }])
@@ -225,6 +235,14 @@ t.test('connection and stream failures are classified', async (t) => {
 
   t.test('an error object inside the stream', async (t) => {
     const { model } = await setup(t, () => ({ steps: [{ raw: `data: ${JSON.stringify({ error: { message: 'overloaded', type: 'server_error' } })}\n\n` }] }))
+    const error = await failure(collect(model.stream(request())))
+    t.equal(error.failure, 'server')
+    t.equal(error.message, 'the model server failed (500 inside the stream)')
+    t.equal(error.status, undefined, 'no HTTP status: the response was a 200')
+  })
+
+  t.test('an error object that says nothing we know', async (t) => {
+    const { model } = await setup(t, () => ({ steps: [{ raw: `data: ${JSON.stringify({ error: { message: 'hmm' } })}\n\n` }] }))
     const error = await failure(collect(model.stream(request())))
     t.equal(error.failure, 'server')
     t.equal(error.message, 'the model server reported an error mid-stream')
