@@ -2,7 +2,7 @@ import { calculate } from './calculate.ts'
 import { getCurrentTime } from './get-current-time.ts'
 import type { Tool } from './types.ts'
 
-export { defineTool, type Tool, type ToolContext } from './types.ts'
+export { defineTool, type Tool, type ToolContext, type ToolProgress } from './types.ts'
 export { createToolRegistry, type OpenAITool, type ToolOutcome, type ToolRegistry } from './registry.ts'
 export { calculate, evaluate, CalculationError } from './calculate.ts'
 export { getCurrentTime, currentTime, type CurrentTime } from './get-current-time.ts'

@@ -17,6 +17,11 @@ export interface ToolRegistry {
   openAITools(): OpenAITool[]
   /** Parses, validates and runs one tool call. Never throws; cancellation resolves promptly. */
   execute(name: string, argumentsJson: string, ctx: ToolContext): Promise<ToolOutcome>
+  /**
+   * Replaces the tools of one source (an MCP server) while the service runs; `[]` removes
+   * them. Throws, changing nothing, on an invalid tool or a name another source holds.
+   */
+  replace(source: string, tools: Tool[]): void
 }
 
 const TOOL_NAME = /^[a-zA-Z0-9_-]{1,64}$/
@@ -25,10 +30,13 @@ const CANCELLED: ToolOutcome = { ok: false, error: 'cancelled' }
 
 interface RegisteredTool {
   tool: Tool
-  validator: TypeCheck<TSchema>
+  /** Why the arguments are invalid, or undefined. */
+  check(args: unknown): string | undefined
+  /** Undefined for the tools given at creation. */
+  source: string | undefined
 }
 
-function register(tool: Tool): RegisteredTool {
+function register(tool: Tool, source: string | undefined): RegisteredTool {
   if (typeof tool.name !== 'string' || !TOOL_NAME.test(tool.name)) {
     throw new Error(`invalid tool name ${JSON.stringify(tool.name)}: must match ${TOOL_NAME.source}`)
   }
@@ -36,7 +44,9 @@ function register(tool: Tool): RegisteredTool {
   if (tool.parameters.type !== 'object') {
     throw new Error(`tool ${tool.name}: parameters must be an object schema`)
   }
-  return { tool, validator: TypeCompiler.Compile(tool.parameters) }
+  if (tool.validate) return { tool, check: tool.validate, source }
+  const validator = TypeCompiler.Compile(tool.parameters)
+  return { tool, check: (args) => (validator.Check(args) ? undefined : describeSchemaErrors(validator, args)), source }
 }
 
 /** "field: why" for the first few fields that fail; one reason per field (TypeBox can give several). */
@@ -72,23 +82,42 @@ async function runTool(tool: Tool, args: unknown, ctx: ToolContext): Promise<Too
   }
 }
 
-export function createToolRegistry(tools: Tool[]): ToolRegistry {
-  const registered = new Map<string, RegisteredTool>()
-  for (const tool of tools) {
-    if (registered.has(tool.name)) throw new Error(`duplicate tool name: ${tool.name}`)
-    registered.set(tool.name, register(tool))
-  }
-  const openAIToolsJson = JSON.stringify(
-    tools.map((tool): OpenAITool => ({
+function openAIToolsJsonOf(registered: Map<string, RegisteredTool>): string {
+  return JSON.stringify(
+    [...registered.values()].map(({ tool }): OpenAITool => ({
       type: 'function',
       function: { name: tool.name, description: tool.description, parameters: tool.parameters },
     })),
   )
+}
+
+/** Registers `tools` into `registered` (which may hold other sources' tools); throws on a clash. */
+function addAll(registered: Map<string, RegisteredTool>, tools: Tool[], source: string | undefined): void {
+  for (const tool of tools) {
+    if (registered.has(tool.name)) throw new Error(`duplicate tool name: ${tool.name}`)
+    registered.set(tool.name, register(tool, source))
+  }
+}
+
+export function createToolRegistry(tools: Tool[]): ToolRegistry {
+  // Replaced whole on each change, so a run already reading it never sees half a change.
+  let registered = new Map<string, RegisteredTool>()
+  addAll(registered, tools, undefined)
+  let openAIToolsJson = openAIToolsJsonOf(registered)
 
   return {
-    size: registered.size,
+    get size() {
+      return registered.size
+    },
     names: () => [...registered.keys()],
     openAITools: () => JSON.parse(openAIToolsJson) as OpenAITool[],
+
+    replace(source, sourceTools) {
+      const next = new Map([...registered].filter(([, entry]) => entry.source !== source))
+      addAll(next, sourceTools, source)
+      registered = next
+      openAIToolsJson = openAIToolsJsonOf(next)
+    },
 
     async execute(name, argumentsJson, ctx) {
       if (ctx.signal.aborted) return CANCELLED
@@ -103,9 +132,8 @@ export function createToolRegistry(tools: Tool[]): ToolRegistry {
       } catch (error) {
         return { ok: false, error: `arguments are not valid JSON: ${messageOf(error)}` }
       }
-      if (!entry.validator.Check(args)) {
-        return { ok: false, error: `invalid arguments for ${name}: ${describeSchemaErrors(entry.validator, args)}` }
-      }
+      const invalid = entry.check(args)
+      if (invalid !== undefined) return { ok: false, error: `invalid arguments for ${name}: ${invalid}` }
       const abort = whenAborted(ctx.signal)
       try {
         // runTool never rejects, so a tool that ignores the signal and fails later is still handled.

@@ -1,10 +1,19 @@
 import type { Static, TSchema } from '@sinclair/typebox'
 
+/** How far a long tool has got, e.g. from an MCP server's progress notifications. */
+export interface ToolProgress {
+  progress: number
+  total?: number | undefined
+  message?: string | undefined
+}
+
 /** What a tool gets besides its arguments: the turn's cancellation and who it runs for. */
 export interface ToolContext {
   signal: AbortSignal
   sessionId: string
   userId: string
+  /** Reports progress to the run's watchers (a `status:tool_progress` event); absent outside a run. */
+  onProgress?: ((progress: ToolProgress) => void) | undefined
 }
 
 export interface Tool<S extends TSchema = TSchema> {
@@ -13,6 +22,11 @@ export interface Tool<S extends TSchema = TSchema> {
   description: string
   /** TypeBox object schema: sent to the model as JSON Schema and used to validate its arguments. */
   parameters: S
+  /**
+   * Checks the arguments instead of compiling `parameters` with TypeBox, for a schema TypeBox
+   * cannot compile (a remote tool's JSON Schema): why they are invalid, or undefined when valid.
+   */
+  validate?: ((args: unknown) => string | undefined) | undefined
   /** The result must be JSON-serialisable. */
   run(args: Static<S>, ctx: ToolContext): Promise<unknown> | unknown
 }
