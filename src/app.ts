@@ -2,12 +2,14 @@ import { hostname } from 'node:os'
 import { randomUUID } from 'node:crypto'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Config } from './config.ts'
-import { loggerOptions } from './logger.ts'
+import { loggerOptions, RequestLogController } from './logger.ts'
 import authPlugin from './plugins/auth.ts'
 import sessionsPlugin from './plugins/sessions.ts'
 import lifecyclePlugin from './plugins/lifecycle.ts'
 import guardsPlugin, { type GuardTuning } from './plugins/guards.ts'
 import metricsPlugin from './plugins/metrics.ts'
+import mcpPlugin from './plugins/mcp.ts'
+import type { McpTuning } from './agent/tools/mcp/index.ts'
 import healthRoutes from './routes/health.ts'
 import demoRoutes from './routes/demo.ts'
 import sessionRoutes from './routes/sessions.ts'
@@ -29,6 +31,8 @@ export interface AppOverrides {
   instanceId?: string
   /** Guard limits that are not configuration (invalid-frame budget, high-water mark). */
   guards?: Partial<GuardTuning>
+  /** MCP connection timings that are not configuration (handshake timeout, reconnect backoff). */
+  mcp?: Partial<McpTuning>
   /** Where the logs go instead of stdout (tests read them). */
   logStream?: { write(line: string): void }
 }
@@ -37,14 +41,17 @@ export interface AppOverrides {
 export async function buildApp(config: Config, overrides: AppOverrides = {}): Promise<FastifyInstance> {
   const app = Fastify({
     logger: loggerOptions(config.LOG_LEVEL, overrides.logStream),
+    logController: new RequestLogController(),
     trustProxy: config.TRUST_PROXY,
     genReqId: () => randomUUID(),
   })
   const instanceId = overrides.instanceId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`
   // First: the model, the registry and the socket route report to it.
-  await app.register(metricsPlugin, { token: config.METRICS_TOKEN })
+  await app.register(metricsPlugin, { token: config.METRICS_TOKEN, requireToken: config.isProduction })
   const model = overrides.model ?? createModel(config, app.log, app.metrics.upstreamObserver)
   const tools = createToolRegistry([...selectBuiltinTools(config.TOOLS), ...(overrides.tools ?? [])])
+  // Before the sessions plugin, so it closes after them: runs drain with their MCP calls answered.
+  await app.register(mcpPlugin, { config, tools, tuning: overrides.mcp })
   await app.register(backendPlugin, { config, instanceId, backend: overrides.backend })
   await app.register(authPlugin, { config })
   await app.register(guardsPlugin, { config, ...(overrides.guards ? { tuning: overrides.guards } : {}) })

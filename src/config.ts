@@ -1,6 +1,8 @@
 import { loadOrCreateDevSecret, DEV_SECRET_FILE } from './dev-secret.ts'
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
+import { builtinTools } from './agent/tools/index.ts'
+import { parseMcpServers, type McpServerConfig } from './agent/tools/mcp/config.ts'
 
 /** Larger values overflow Node's timers, which then fire after 1 ms. */
 const MAX_INT = 2 ** 31 - 1
@@ -22,6 +24,10 @@ export const ConfigSchema = Type.Object({
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
     { default: 'info', description: 'pino log level' },
   ),
+  LOG_FORMAT: Type.Union([Type.Literal('auto'), Type.Literal('json'), Type.Literal('pretty')], {
+    default: 'auto',
+    description: 'auto: pretty one-line logs on a terminal outside production, JSON otherwise; json; pretty',
+  }),
   TRUST_PROXY: Flag(false, 'honour X-Forwarded-* from the load balancer'),
   JWT_SECRET: Text('HS256 secret, at least 32 bytes'),
   JWT_PUBLIC_KEY: Text('PEM public key for RS256/ES256 tokens (instead of JWT_SECRET)'),
@@ -55,7 +61,9 @@ export const ConfigSchema = Type.Object({
   RUN_LEASE_MS: Int(10_000, 100, "how long a run's lease lives unrenewed; a dead instance's runs end as interrupted after it"),
   SESSION_TTL_SECONDS: Int(86_400, 1, 'how long a session lives after its last run, resume or REST read'),
   SHUTDOWN_GRACE_MS: Int(10_000, 0, 'how long runs may finish on SIGTERM'),
-  MAX_PAYLOAD_BYTES: Int(65_536, 64, 'largest accepted frame; bigger closes 1009'),
+  MAX_PAYLOAD_BYTES: Type.Optional(
+    Type.Integer({ minimum: 64, maximum: MAX_INT, description: 'largest accepted frame; bigger closes 1009 [room for MAX_CONTENT_CHARS characters JSON-escaped]' }),
+  ),
   MAX_CONTENT_CHARS: Int(16_000, 1, 'largest chat content; longer gets payload_too_large'),
   MAX_CONNECTIONS_PER_USER: Int(20, 1, 'beyond it: close 4029'),
   RATE_LIMIT_MESSAGES: Int(60, 1, 'frames per user per window'),
@@ -76,19 +84,39 @@ export const ConfigSchema = Type.Object({
   CIRCUIT_BREAKER_THRESHOLD: Int(5, 0, 'consecutive upstream failures that open the circuit (0: never)'),
   CIRCUIT_BREAKER_COOLDOWN_MS: Int(30_000, 1, 'how long an open circuit fails runs fast before one probe'),
   MAX_TOOL_ROUNDS: Int(5, 0, 'tool rounds per run'),
+  MCP_SERVERS: Text('MCP tool servers: a JSON list of {name, url, headers?, tools?}, or a file path holding one [none]'),
+  MCP_CALL_TIMEOUT_MS: Int(60_000, 1, 'limit of one MCP tool call; past it the call is cancelled and the model told'),
   HISTORY_MAX_MESSAGES: Int(50, 2, 'messages kept per session (system prompt excluded)'),
   SLOW_CLIENT_TIMEOUT_MS: Int(30_000, 1, 'how long a socket may stay above its high-water mark'),
   MAX_BUFFERED_BYTES: Int(4_194_304, 1024, 'unsent bytes past which a connection is closed 1008 at once'),
   MAX_PENDING_FRAMES: Int(64, 1, 'received frames that may wait to be served per connection; beyond it: close 1008'),
   MAX_SESSIONS_PER_USER: Int(500, 1, 'sessions one user may hold; a chat creating one more gets too_many_sessions'),
+  MAX_QUEUED_RUNS: Int(5, 0, 'runs a session may queue behind its active one (chat on_busy enqueue); beyond it: busy'),
   MAX_WATCHED_PER_CONNECTION: Int(32, 1, 'sessions one connection watches at once; one more drops the least recently named'),
-  METRICS_TOKEN: Text('bearer token required by /metrics when set [empty: open]'),
+  METRICS_TOKEN: Text('bearer token required by /metrics when set [empty: open outside production; in production /metrics answers 401 until it is set]'),
+  DEV_TOKEN: Type.Union([Type.Literal('loopback'), Type.Literal('any'), Type.Literal('off')], {
+    default: 'loopback',
+    description: 'who may mint tokens at /dev/token, served only with the generated development secret (no JWT key set): loopback, any or off',
+  }),
   DEMO_UI: Type.Optional(Type.Boolean({ description: 'serve the demo chat page at / [true outside production]' })),
 })
 
 export type Env = Static<typeof ConfigSchema>
 
-export interface Config extends Env {
+/**
+ * Room for a chat of MAX_CONTENT_CHARS characters however a client escapes them: JSON's worst
+ * case is 12 bytes a character (`\ud83d\ude00`, as Python's json.dumps writes an emoji), plus
+ * the frame's other fields (ids of at most 128 characters, escaped too).
+ */
+export const ESCAPED_CHAR_BYTES = 12
+export const FRAME_ENVELOPE_BYTES = 4096
+export function payloadBytesFor(maxContentChars: number): number {
+  return Math.min(maxContentChars * ESCAPED_CHAR_BYTES + FRAME_ENVELOPE_BYTES, MAX_INT)
+}
+
+export interface Config extends Omit<Env, 'MAX_PAYLOAD_BYTES'> {
+  /** MAX_PAYLOAD_BYTES, or the room a chat of MAX_CONTENT_CHARS escaped characters needs. */
+  MAX_PAYLOAD_BYTES: number
   isProduction: boolean
   modelProvider: 'openai' | 'mock'
   demoUi: boolean
@@ -96,6 +124,8 @@ export interface Config extends Env {
   devSecretFile: string | undefined
   jwtSecret: string | undefined
   jwtAlgorithms: string[]
+  /** MCP_SERVERS, parsed and validated. */
+  mcpServers: McpServerConfig[]
 }
 
 export class ConfigError extends Error {
@@ -110,6 +140,12 @@ const booleanWords: Record<string, boolean> = { true: true, '1': true, yes: true
 
 function schemaOf(key: string): TSchema {
   return (ConfigSchema.properties as Record<string, TSchema>)[key] as TSchema
+}
+
+/** A choice names its allowed values; TypeBox alone would say "Expected union value". */
+function describe(schema: TSchema, message: string): string {
+  const choices = (schema.anyOf as TSchema[] | undefined)?.map((option) => option.const as unknown)
+  return choices ? `expected one of ${choices.join(', ')}` : message
 }
 
 /** Env strings → typed values; anything that does not convert is left for the validator to name. */
@@ -136,7 +172,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, devSecret = loa
   if (firstError) {
     // Only variables can fail (the object is ours), and only ones the environment set (defaults are valid).
     const variable = firstError.path.split('/')[1] as string
-    throw new ConfigError(`Invalid ${variable}: ${firstError.message} (got ${JSON.stringify(env[variable])})`)
+    throw new ConfigError(`Invalid ${variable}: ${describe(schemaOf(variable), firstError.message)} (got ${JSON.stringify(env[variable])})`)
   }
   return resolve(withDefaults as Env, devSecret)
 }
@@ -167,13 +203,25 @@ function resolve(env: Env, devSecret: () => { secret: string }): Config {
   if (env.MODEL_PROVIDER === 'openai' && !env.OPENAI_API_KEY && !env.OPENAI_BASE_URL) {
     throw new ConfigError('MODEL_PROVIDER=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for a keyless local server)')
   }
+  const unknownTools = env.TOOLS.filter((name) => !Object.hasOwn(builtinTools, name))
+  if (unknownTools.length > 0) {
+    throw new ConfigError(`Invalid TOOLS: unknown ${unknownTools.join(',')} (allowed: ${Object.keys(builtinTools).join(', ')})`)
+  }
+  let mcpServers: McpServerConfig[]
+  try {
+    mcpServers = parseMcpServers(env.MCP_SERVERS)
+  } catch (err) {
+    throw new ConfigError(`Invalid MCP_SERVERS: ${(err as Error).message}`)
+  }
   return {
     ...env,
+    MAX_PAYLOAD_BYTES: env.MAX_PAYLOAD_BYTES ?? payloadBytesFor(env.MAX_CONTENT_CHARS),
     isProduction,
     modelProvider: env.MODEL_PROVIDER ?? (env.OPENAI_API_KEY ? 'openai' : 'mock'),
     demoUi: env.DEMO_UI ?? !isProduction,
     devSecretFile: hasKey ? undefined : DEV_SECRET_FILE,
     jwtSecret: env.JWT_SECRET ?? (env.JWT_PUBLIC_KEY ? undefined : devSecret().secret),
     jwtAlgorithms,
+    mcpServers,
   }
 }

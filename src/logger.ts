@@ -1,4 +1,41 @@
-import type { FastifyServerOptions, FastifyRequest } from 'fastify'
+import { LogController, type FastifyReply, type FastifyServerOptions, type FastifyRequest } from 'fastify'
+import { prettyFactory } from 'pino-pretty'
+
+/** Where log lines go: anything with a `write(line)`. */
+export interface LogStream {
+  write(line: string): void
+}
+
+/**
+ * Standard output that never blocks exit: a write error (the reader went away: EPIPE, a closed
+ * terminal: EIO) ends logging instead of being retried, and nothing is buffered for a flush at
+ * exit (writes to pipes, files and terminals are synchronous on Linux, so each line is out or
+ * dropped at once). pino's own destination retries such a flush forever.
+ */
+export function stdoutStream(stdout: NodeJS.WriteStream = process.stdout): LogStream {
+  let broken = false
+  stdout.on('error', () => (broken = true))
+  return {
+    write(line) {
+      if (!broken) stdout.write(line)
+    },
+  }
+}
+
+/** One coloured line per event for a person at a terminal; JSON everywhere else. */
+export function prettyStream(out: LogStream, colorize: boolean): LogStream {
+  const format = prettyFactory({ colorize, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true })
+  return { write: (line) => out.write(format(line)) }
+}
+
+export type LogFormat = 'auto' | 'json' | 'pretty'
+
+/** `auto`: pretty on a terminal outside production, JSON otherwise (log shippers parse it). */
+export function usePretty(format: LogFormat, isProduction: boolean, isTTY: boolean): boolean {
+  return format === 'auto' ? isTTY && !isProduction : format === 'pretty'
+}
+
+const SECRET_NAME = /token|secret|key|password/i
 
 /** `?token=` (and any other secret-looking parameter) is removed from every logged URL. */
 export function redactUrl(url: string): string {
@@ -6,20 +43,50 @@ export function redactUrl(url: string): string {
   if (query === -1) return url
   const params = new URLSearchParams(url.slice(query + 1))
   for (const key of [...params.keys()]) {
-    if (/token|secret|key|password/i.test(key)) params.set(key, '[redacted]')
+    if (SECRET_NAME.test(key)) params.set(key, '[redacted]')
   }
   const rest = params.toString()
   return rest ? `${url.slice(0, query)}?${rest}` : url.slice(0, query)
 }
 
-const SECRET_PARAM = /([?&][^=&\s]*(?:token|secret|key|password)[^=&\s]*=)[^&\s#"]+/gi
+const QUERY_PARAM = /([?&])([^=&\s#"]+)=[^&\s#"]*/g
+
+/** A parameter name as the server reads it: `%74oken` and `t%6Fken` are `token` too. */
+function decodedName(name: string): string {
+  try {
+    return decodeURIComponent(name.replaceAll('+', ' '))
+  } catch {
+    return name
+  }
+}
 
 /** The same redaction inside free text: Fastify's 404 line carries the raw URL in its message. */
 export function redactUrlsIn(text: string): string {
-  return text.includes('?') ? text.replace(SECRET_PARAM, '$1[redacted]') : text
+  if (!text.includes('?')) return text
+  return text.replace(QUERY_PARAM, (param: string, separator: string, name: string) =>
+    SECRET_NAME.test(decodedName(name)) ? `${separator}${name}=[redacted]` : param,
+  )
 }
 
-export function loggerOptions(level: string, stream?: { write(line: string): void }): NonNullable<FastifyServerOptions['logger']> {
+/** Load balancers and kubelets probe every few seconds: a log line each would bury the rest. */
+function isHealthProbe(request: FastifyRequest): boolean {
+  return request.url.startsWith('/health/')
+}
+
+/** Fastify's request lines, with health probes at debug (the logMethod hook below redacts the not-found line). */
+export class RequestLogController extends LogController {
+  override incomingRequest(request: FastifyRequest, reply: FastifyReply): void {
+    if (isHealthProbe(request)) request.log.debug({ req: request }, 'incoming request')
+    else super.incomingRequest(request, reply)
+  }
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    if (!error && isHealthProbe(request)) reply.log.debug({ res: reply, responseTime: reply.elapsedTime }, 'request completed')
+    else super.requestCompleted(error, request, reply)
+  }
+}
+
+export function loggerOptions(level: string, stream?: LogStream): NonNullable<FastifyServerOptions['logger']> {
   return {
     level,
     ...(stream ? { stream } : {}),

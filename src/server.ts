@@ -1,18 +1,29 @@
 import closeWithGrace from 'close-with-grace'
+import type { AddressInfo } from 'node:net'
+import { publicUrls } from './public-urls.ts'
 import { buildApp } from './app.ts'
 import { loadConfig, type Config } from './config.ts'
-import { shutdown } from './shutdown.ts'
+import { prettyStream, stdoutStream, usePretty } from './logger.ts'
+import { shutdown, stopSignalHandler, STOP_SIGNALS, type StopSignal } from './shutdown.ts'
+
+/** One line on stderr and exit 1: what an operator reads when the service cannot start. */
+function refuseToStart(err: unknown): never {
+  const message = err instanceof Error ? err.message : String(err)
+  process.stderr.write(`agent-gateway: ${message.replaceAll(/\s*\n\s*/g, ' ')}\n`)
+  process.exit(1)
+}
 
 let config: Config
 try {
   config = loadConfig()
 } catch (err) {
   // A bad variable (ConfigError names it) or an unreadable .dev-secret: say which, and stop.
-  process.stderr.write(`agent-gateway: ${(err as Error).message}\n`)
-  process.exit(1)
+  refuseToStart(err)
 }
 
-const app = await buildApp(config)
+const stdout = stdoutStream()
+const pretty = usePretty(config.LOG_FORMAT, config.isProduction, process.stdout.isTTY === true)
+const app = await buildApp(config, { logStream: pretty ? prettyStream(stdout, process.stdout.isTTY === true) : stdout }).catch(refuseToStart)
 
 if (config.devSecretFile) {
   app.log.warn(
@@ -22,6 +33,29 @@ if (config.devSecretFile) {
 }
 
 // Past the grace the runs are cancelled; a little more covers closing the sockets and the store.
-closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS + 4000, logger: app.log }, shutdown(app))
+// SIGTERM and SIGINT are handled below (a repeat must not cut the drain short); close-with-grace
+// keeps the rest: fatal errors, other signals, the overall deadline.
+let stopSignal: StopSignal | undefined
+let closing = false
+const closer = closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS + 4000, logger: app.log, skip: [...STOP_SIGNALS] }, (cause) => {
+  closing = true
+  return shutdown(app)({ ...cause, signal: cause.signal ?? stopSignal })
+})
+const onStopSignal = stopSignalHandler({
+  stop(signal) {
+    stopSignal = signal
+    void closer.close()
+  },
+  closing: () => closing,
+  exit: (code) => process.exit(code),
+  log: app.log,
+})
+for (const signal of STOP_SIGNALS) process.on(signal, onStopSignal)
 
-await app.listen({ host: config.HOST, port: config.PORT })
+try {
+  await app.listen({ host: config.HOST, port: config.PORT })
+} catch (err) {
+  refuseToStart(`cannot listen on HOST=${config.HOST} PORT=${config.PORT}: ${(err as Error).message}`)
+}
+const urls = publicUrls(config, app.server.address() as AddressInfo)
+app.log.info(urls, `agent-gateway ready: ${urls.url}, WebSocket ${urls.websocket}${urls.demo ? `, demo page ${urls.demo}` : ''}`)

@@ -15,7 +15,14 @@ export function parseTtl(ttl: string): number {
 }
 
 function main(): void {
-  const { values, positionals } = parseArgs({ options: { ttl: { type: 'string', default: '1h' } }, allowPositionals: true })
+  const { values, positionals } = parseArgs({
+    options: { ttl: { type: 'string', default: '1h' }, help: { type: 'boolean', short: 'h' } },
+    allowPositionals: true,
+  })
+  if (values.help) {
+    process.stdout.write(`${usage}\nSigns with JWT_SECRET, or the development secret in .dev-secret when none is set.\n`)
+    return
+  }
   const [sub] = positionals
   if (!sub) throw new Error(usage)
   const config = loadConfig()

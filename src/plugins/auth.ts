@@ -35,6 +35,8 @@ declare module 'fastify' {
 }
 
 const BEARER = /^Bearer(?:\s+(.*))?$/i
+/** Never a valid JWT: verifying it answers invalid_token (4001). */
+const DUPLICATE_TOKENS = ''
 
 /** A Bearer header is the token source even when what follows is empty or malformed (then refused). */
 function bearerHeader(request: FastifyRequest): string | undefined {
@@ -52,6 +54,8 @@ function bearerProtocol(request: FastifyRequest): string | undefined {
 
 function queryToken(request: FastifyRequest): string | undefined {
   const token = (request.query as Record<string, unknown> | undefined)?.token
+  // `?token=a&token=b`: which one a proxy or a logger saw is anyone's guess, so neither is used.
+  if (Array.isArray(token)) return DUPLICATE_TOKENS
   return typeof token === 'string' && token !== '' ? token : undefined
 }
 

@@ -6,6 +6,7 @@ import { CloseCode, ErrorCode, type FinishReason } from '../protocol/index.ts'
 import type { RunObserver, RunTracker } from '../sessions/run-executor.ts'
 import type { ConnectionObserver } from '../ws/connection.ts'
 import type { UpstreamObserver } from '../agent/models/openai-model.ts'
+import type { McpObserver } from '../agent/tools/mcp/index.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -35,6 +36,7 @@ export interface Metrics {
   interTokenGap: Histogram
   cancelLatency: Histogram
   tokensStreamed: Counter
+  reasoningDeltas: Counter
   /** status_class: 2xx, 4xx, 5xx…, network (no response), aborted (we gave up first: a cancel or a watchdog timeout). */
   upstreamRequests: Counter<'status_class'>
   /** failure: an UpstreamFailure (rate_limited, server, connection, …). */
@@ -44,9 +46,14 @@ export interface Metrics {
   maxBufferedAmount: Gauge
   /** limit: which limit was hit: messages (the per-user frame budget). */
   rateLimitHits: Counter<'limit'>
+  /** server: a configured MCP server's name (a fixed set); outcome: ok, error (the tool said so), failed (no answer), cancelled. */
+  mcpCalls: Counter<'server' | 'outcome'>
+  mcpCallDuration: Histogram<'server'>
+  mcpServerUp: Gauge<'server'>
   runObserver: RunObserver
   connectionObserver: ConnectionObserver
   upstreamObserver: UpstreamObserver
+  mcpObserver: McpObserver
 }
 
 export interface MetricsOptions {
@@ -65,7 +72,7 @@ const SERVER_FRAME_TYPES = new Set(['status', 'token', 'complete', 'error', 'pon
 const TYPE_PREFIX = '{"type":"'
 
 function outcomeOf(finishReason: FinishReason): RunOutcome {
-  return finishReason === 'stop' || finishReason === 'length' ? 'completed' : finishReason
+  return finishReason === 'stop' || finishReason === 'length' || finishReason === 'content_filter' ? 'completed' : finishReason
 }
 
 /** The type of a serialized server frame: every frame we write starts with its `type`. */
@@ -127,6 +134,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     interTokenGap: histogram('agw_run_inter_token_gap_seconds', 'Between consecutive tokens of a run (a tool round resets it)', [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]),
     cancelLatency: histogram('agw_run_cancel_latency_seconds', 'From a cancel or delete request to the run\'s complete', [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
     tokensStreamed: counter('agw_tokens_streamed_total', 'Token frames produced by runs (text deltas)'),
+    reasoningDeltas: counter('agw_reasoning_deltas_total', "Reasoning deltas the model streamed (relayed only to chats that asked for them)"),
     upstreamRequests: counter('agw_upstream_requests_total', 'HTTP requests to the model server, by status class (network: no response; aborted: cancelled or timed out before one)', ['status_class']),
     upstreamRetries: counter('agw_upstream_retries_total', 'Model requests retried, by the failure that caused the retry', ['failure']),
     resumeAttempts: counter('agw_resume_attempts_total', 'resume frames, by result', ['result']),
@@ -140,6 +148,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       },
     }),
     rateLimitHits: counter('agw_rate_limit_hits_total', 'Frames refused by a rate limit (answered rate_limited), by limit', ['limit']),
+    mcpCalls: counter('agw_mcp_tool_calls_total', 'MCP tool calls, by server and outcome (error: the tool reported one; failed: no answer)', ['server', 'outcome']),
+    mcpCallDuration: histogram('agw_mcp_tool_call_duration_seconds', 'MCP tool calls, from the request to its answer or failure, by server', [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], ['server']),
+    mcpServerUp: new Gauge({ name: 'agw_mcp_server_up', help: 'Whether an MCP server is connected (1) or being reconnected (0)', labelNames: ['server'], registers }),
   }
   for (const outcome of RUN_OUTCOMES) {
     metrics.runs.inc({ outcome }, 0)
@@ -159,6 +170,8 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     return {
       event(type) {
         const at = now()
+        // Thinking out loud is not a gap in the answer, nor part of it.
+        if (type === 'reasoning') return metrics.reasoningDeltas.inc()
         if (type !== 'token') {
           lastTokenAt = undefined
           return
@@ -211,6 +224,13 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       request: (outcome) => metrics.upstreamRequests.inc({ status_class: statusClass(outcome) }),
       retry: (failure) => metrics.upstreamRetries.inc({ failure }),
     },
+    mcpObserver: {
+      call(server, outcome, duration) {
+        metrics.mcpCalls.inc({ server, outcome })
+        metrics.mcpCallDuration.observe({ server }, duration)
+      },
+      status: (server, up) => metrics.mcpServerUp.set({ server }, up ? 1 : 0),
+    },
   }
 }
 
@@ -218,7 +238,14 @@ function digest(secret: string): Buffer {
   return createHash('sha256').update(secret).digest()
 }
 
-async function metricsPlugin(app: FastifyInstance, options: { token: string | undefined }) {
+export interface MetricsPluginOptions {
+  /** METRICS_TOKEN: the bearer token a scrape must carry. */
+  token: string | undefined
+  /** Production: with no token set, /metrics is closed rather than open to anyone who can reach the port. */
+  requireToken?: boolean
+}
+
+async function metricsPlugin(app: FastifyInstance, options: MetricsPluginOptions) {
   const metrics = createMetrics()
   const processRegistry = processMetrics()
   app.decorate('metrics', metrics)
@@ -226,7 +253,13 @@ async function metricsPlugin(app: FastifyInstance, options: { token: string | un
 
   // Hashing both sides gives equal lengths, so the comparison takes the same time whatever was sent.
   const expected = options.token ? digest(options.token) : undefined
+  const closed = !expected && options.requireToken === true
+  if (closed) app.log.warn('METRICS_TOKEN is not set: /metrics answers 401 in production until it is (give the scraper the same token)')
   const authorize = async (request: FastifyRequest, reply: FastifyReply) => {
+    if (closed) {
+      await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized', message: 'metrics are closed in production until METRICS_TOKEN is set' })
+      return
+    }
     if (!expected) return
     const given = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '')?.[1]
     if (given !== undefined && timingSafeEqual(digest(given), expected)) return

@@ -5,8 +5,8 @@ import { fileURLToPath } from 'node:url'
 import fastifyStatic from '@fastify/static'
 import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
-import type { Algorithm } from 'fast-jwt'
 import type { Config } from '../config.ts'
+import devTokenRoute, { devTokenServed } from './dev-token.ts'
 
 const PUBLIC_DIR = fileURLToPath(new URL('../../public/', import.meta.url))
 const CLIENT_DIR = fileURLToPath(new URL('../client/', import.meta.url))
@@ -21,8 +21,6 @@ const CONTENT_SECURITY_POLICY = [
 ].join('; ')
 
 const ClientFileParams = Type.Object({ file: Type.String() })
-const DevTokenQuery = Type.Object({ sub: Type.String({ minLength: 1, maxLength: 128 }) }, { additionalProperties: false })
-const DevTokenReply = Type.Object({ token: Type.String() })
 
 let sdk: Promise<Map<string, string>> | undefined
 
@@ -43,7 +41,7 @@ function compiledSdk(): Promise<Map<string, string>> {
 /**
  * The demo chat page (public/ at /) and the SDK it imports (src/client/*.ts at /client/, its
  * types stripped: browsers cannot load TypeScript and there is no build step).
- * Outside production it also mints development tokens at /dev/token.
+ * With the generated development secret it also mints tokens at /dev/token (dev-token.ts).
  */
 export default async function demoRoutes(app: FastifyInstance, options: { config: Config }) {
   const { config } = options
@@ -66,22 +64,6 @@ export default async function demoRoutes(app: FastifyInstance, options: { config
     },
   )
 
-  // Development only: anyone reaching it can act as any user, so production never registers it.
-  if (!config.isProduction && config.jwtSecret) {
-    const signOptions = {
-      expiresIn: '1h',
-      // The first accepted algorithm (config resolves at least one), so the token verifies here.
-      algorithm: config.jwtAlgorithms[0] as Algorithm,
-      ...(config.JWT_ISSUER ? { iss: config.JWT_ISSUER } : {}),
-      ...(config.JWT_AUDIENCE ? { aud: config.JWT_AUDIENCE } : {}),
-    }
-    app.get<{ Querystring: Static<typeof DevTokenQuery> }>(
-      '/dev/token',
-      { schema: { querystring: DevTokenQuery, response: { 200: DevTokenReply } } },
-      async (request, reply) => {
-        reply.header('cache-control', 'no-store')
-        return { token: app.jwt.sign({ sub: request.query.sub }, signOptions) }
-      },
-    )
-  }
+  // Development only: anyone reaching it can act as any user (see devTokenServed).
+  if (devTokenServed(config)) await app.register(devTokenRoute, { config })
 }

@@ -3,9 +3,16 @@ import type { FastifyInstance } from 'fastify'
 
 const Live = Type.Object({ status: Type.Literal('ok') })
 const Check = Type.Object({ ok: Type.Boolean(), error: Type.Optional(Type.String()) })
+/** `degraded`: down, but the instance stays ready (its other tools and the model still work). */
+const McpCheck = Type.Object({ ok: Type.Boolean(), degraded: Type.Optional(Type.Literal(true)), error: Type.Optional(Type.String()) })
 const Ready = Type.Object({
   status: Type.Union([Type.Literal('ready'), Type.Literal('unavailable')]),
-  checks: Type.Object({ store: Check, draining: Check }),
+  checks: Type.Object({
+    store: Check,
+    draining: Check,
+    /** Each MCP server, when any is configured: a server down degrades the tools, never readiness. */
+    mcp: Type.Optional(Type.Record(Type.String(), McpCheck)),
+  }),
 })
 type Ready = Static<typeof Ready>
 
@@ -19,7 +26,8 @@ export default async function healthRoutes(app: FastifyInstance) {
     const store = await pingStore(app)
     const draining = { ok: !app.lifecycle.draining }
     const ready = store.ok && draining.ok
-    const body: Ready = { status: ready ? 'ready' : 'unavailable', checks: { store, draining } }
+    const mcp = app.mcp.size > 0 ? { mcp: app.mcp.checks() } : {}
+    const body: Ready = { status: ready ? 'ready' : 'unavailable', checks: { store, draining, ...mcp } }
     return reply.code(ready ? 200 : 503).send(body)
   })
 }

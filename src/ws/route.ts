@@ -7,6 +7,7 @@ import type { Config } from '../config.ts'
 import { Connection, closeSocket } from './connection.ts'
 import type { ClientFrame } from '../protocol/index.ts'
 import type { UpgradeAuth } from '../plugins/auth.ts'
+import { onSocketError } from './socket-errors.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -21,7 +22,8 @@ export interface AgentRouteOptions {
   admit?: (connection: Connection, frame: ClientFrame) => Promise<void> | void
 }
 
-const UpgradeQuery = Type.Object({ token: Type.Optional(Type.String()) })
+// A repeated token is accepted here so that auth answers it (4001 after the upgrade), not a 400.
+const UpgradeQuery = Type.Object({ token: Type.Optional(Type.Union([Type.String(), Type.Array(Type.String())])) })
 
 async function agentRoute(app: FastifyInstance, options: AgentRouteOptions) {
   const { config } = options
@@ -37,6 +39,7 @@ async function agentRoute(app: FastifyInstance, options: AgentRouteOptions) {
     },
     // Replaces the default (close with no code): drain, then close 1012 (see lifecycle).
     preClose: () => app.drain(),
+    errorHandler: onSocketError,
   })
 
   app.lifecycle.onDrained(() => {

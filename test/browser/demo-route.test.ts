@@ -66,7 +66,8 @@ t.test('only files of src/client are reachable under /client/', async (t) => {
 })
 
 t.test('outside production /dev/token mints a one-hour token the server accepts', async (t) => {
-  const { app, baseUrl } = await startApp(t, { JWT_ISSUER: 'agw-demo', JWT_AUDIENCE: 'agw-clients', jwtAlgorithms: ['HS512'] })
+  // devSecretFile: the server generated its secret (a configured JWT_SECRET never mints tokens).
+  const { app, baseUrl } = await startApp(t, { devSecretFile: '.dev-secret', JWT_ISSUER: 'agw-demo', JWT_AUDIENCE: 'agw-clients', jwtAlgorithms: ['HS512'] })
   const response = await fetch(`${baseUrl}/dev/token?sub=alice`)
   t.equal(response.status, 200)
   t.equal(response.headers.get('cache-control'), 'no-store')
@@ -98,7 +99,7 @@ t.test('with a public key the server cannot sign: no /dev/token', async (t) => {
 })
 
 t.test('DEMO_UI=false serves neither the page nor the SDK nor tokens', async (t) => {
-  const { baseUrl } = await startApp(t, { demoUi: false })
+  const { baseUrl } = await startApp(t, { demoUi: false, devSecretFile: '.dev-secret' })
   for (const path of ['/', '/app.js', '/client/index.ts', '/dev/token?sub=alice']) {
     t.equal((await fetch(`${baseUrl}${path}`)).status, 404, path)
   }

@@ -54,6 +54,15 @@ t.test('outside production without a secret: signs with the dev secret file, mad
   t.equal(createVerifier({ key: secret })(second.stdout.trim()).sub, 'dave', 'same secret the second time')
 })
 
+t.test('npm run token -- --help prints usage and exits 0', async (t) => {
+  for (const flag of ['--help', '-h']) {
+    const ran = await runNode('src/cli/token.ts', [flag], {})
+    t.equal(ran.code, 0, flag)
+    t.match(ran.stdout, /^usage: npm run token -- <user-id>/, flag)
+    t.equal(ran.stderr, '')
+  }
+})
+
 t.test('bad arguments exit 1 with a message', async (t) => {
   const pem = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }).toString()
   const cases: Array<[string, string[], Record<string, string>, RegExp]> = [

@@ -35,7 +35,7 @@ t.test('defaults match design.md', async (t) => {
     RESUME_BUFFER_EVENTS: 2000,
     SESSION_TTL_SECONDS: 86_400,
     SHUTDOWN_GRACE_MS: 10_000,
-    MAX_PAYLOAD_BYTES: 65_536,
+    MAX_PAYLOAD_BYTES: 16_000 * 12 + 4096,
     MAX_CONTENT_CHARS: 16_000,
     MAX_CONNECTIONS_PER_USER: 20,
     RATE_LIMIT_MESSAGES: 60,
@@ -112,6 +112,12 @@ t.test('bad values are refused with a message naming the variable', async (t) =>
     [{ HISTORY_MAX_MESSAGES: '1' }, /^Invalid HISTORY_MAX_MESSAGES/],
     [{ LOG_LEVEL: 'loud' }, /^Invalid LOG_LEVEL: .*"loud"/],
     [{ MODEL_PROVIDER: 'x' }, /^Invalid MODEL_PROVIDER: .*"x"/],
+    [{ MODEL_PROVIDER: 'foo' }, /^Invalid MODEL_PROVIDER: expected one of openai, mock \(got "foo"\)$/],
+    [{ LOG_LEVEL: 'loud' }, /^Invalid LOG_LEVEL: expected one of fatal, error, warn, info, debug, trace, silent/],
+    [{ LOG_FORMAT: 'xml' }, /^Invalid LOG_FORMAT: expected one of auto, json, pretty/],
+    [{ DEV_TOKEN: 'lan' }, /^Invalid DEV_TOKEN: expected one of loopback, any, off/],
+    [{ TOOLS: 'calculate,no_such_tool' }, /^Invalid TOOLS: unknown no_such_tool \(allowed: get_current_time, calculate\)$/],
+    [{ MAX_PAYLOAD_BYTES: '10' }, /^Invalid MAX_PAYLOAD_BYTES/],
     [{ TRUST_PROXY: 'maybe' }, /^Invalid TRUST_PROXY: .*"maybe"/],
     [{ MODEL_PROVIDER: 'openai' }, /MODEL_PROVIDER=openai needs OPENAI_API_KEY/],
     [{ JWT_SECRET: 'short' }, /^Invalid JWT_SECRET: must be at least 32 bytes/],
@@ -185,4 +191,12 @@ t.test('loadConfig reads process.env by default', async (t) => {
   process.env.JWT_SECRET = SECRET
   process.env.PORT = '1234'
   t.equal(loadConfig().PORT, 1234)
+})
+
+t.test('MAX_PAYLOAD_BYTES follows MAX_CONTENT_CHARS unless set', async (t) => {
+  t.equal(load({ MAX_CONTENT_CHARS: '1000' }).MAX_PAYLOAD_BYTES, 1000 * 12 + 4096, 'room for 1000 characters as 12-byte escapes')
+  t.equal(load({ MAX_CONTENT_CHARS: '1000', MAX_PAYLOAD_BYTES: '2048' }).MAX_PAYLOAD_BYTES, 2048, 'an explicit value wins')
+  t.equal(load({ MAX_CONTENT_CHARS: String(2 ** 31 - 1) }).MAX_PAYLOAD_BYTES, 2 ** 31 - 1, 'capped at the integer limit')
+  t.equal(load({}).LOG_FORMAT, 'auto')
+  t.equal(load({}).DEV_TOKEN, 'loopback')
 })

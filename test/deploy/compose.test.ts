@@ -167,7 +167,8 @@ t.test('Dockerfile', async (t) => {
   t.equal(cmd.length, 1, 'one CMD')
   const exec = JSON.parse(cmd[0]!) as unknown
   const pkg = JSON.parse(read('package.json')) as { scripts: { start: string } }
-  t.same(exec, pkg.scripts.start.split(/\s+/), 'exec-form CMD is the start script')
+  // The start script checks the Node version first, then execs the same command the image runs.
+  t.same(exec, pkg.scripts.start.split('&& exec ').at(-1)!.split(/\s+/), 'exec-form CMD is the start script')
 })
 
 t.test('.dockerignore', async (t) => {
