@@ -15,6 +15,8 @@ const ui = {
   tokenForm: $('token-form'),
   tokenInput: $('token-input'),
   sessionId: $('session-id'),
+  sessionList: $('session-list'),
+  newSession: $('new-session'),
 }
 
 const userId = localStorage.getItem('agw-demo-user') ?? `demo-${crypto.getRandomValues(new Uint32Array(1))[0].toString(36)}`
@@ -23,6 +25,7 @@ localStorage.setItem('agw-demo-user', userId)
 /** The token provider: a dev token from the server, or one the user pastes when there is none. */
 let pastedToken
 let waitingForPaste
+let pasting
 async function provideToken({ refresh }) {
   if (pastedToken && !refresh) return pastedToken
   const response = await fetch(`/dev/token?sub=${encodeURIComponent(userId)}`, { cache: 'no-store' })
@@ -30,7 +33,10 @@ async function provideToken({ refresh }) {
   if (response.status !== 404) throw new Error(`token request failed: HTTP ${response.status}`)
   ui.tokenForm.hidden = false
   ui.tokenInput.focus()
-  pastedToken = await new Promise((resolve) => (waitingForPaste = resolve))
+  // The socket and the REST calls may ask at once: one paste answers all of them.
+  pasting ??= new Promise((resolve) => (waitingForPaste = resolve))
+  pastedToken = await pasting
+  pasting = undefined
   return pastedToken
 }
 
@@ -50,12 +56,16 @@ let current
 const wsUrl = new URL('/ws/agent', location.href)
 wsUrl.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:'
 
+// The open conversation survives a reload: its id is kept, its history read back from the server.
+const savedSession = localStorage.getItem('agw-demo-session') ?? undefined
 const client = new AgentClient({
   url: wsUrl,
   token: provideToken,
+  ...(savedSession ? { sessionId: savedSession } : {}),
   onStateChange: showConnection,
   onError: (error) => console.warn('agent-gateway:', error.message),
 })
+localStorage.setItem('agw-demo-session', client.sessionId)
 ui.sessionId.textContent = client.sessionId
 showConnection({ state: client.state })
 
@@ -85,6 +95,16 @@ function addUserMessage(content) {
   const message = element('article', 'message user')
   message.append(element('div', 'bubble', content))
   ui.messages.append(message)
+}
+
+/** Only the newest finished answer can be regenerated. */
+function offerRegenerate(view) {
+  for (const button of ui.messages.querySelectorAll('.regenerate')) button.remove()
+  if (!view) return
+  const button = element('button', 'regenerate', 'Regenerate')
+  button.type = 'button'
+  button.addEventListener('click', () => void regenerate(view))
+  view.message.append(button)
 }
 
 function addAssistantMessage() {
@@ -154,16 +174,15 @@ const finishLabels = {
 
 function finish(view, finishReason, metadata = {}) {
   view.message.dataset.status = finishReason === 'stop' ? 'done' : finishReason
-  const parts = [finishLabels[finishReason] ?? finishReason]
+  const label = metadata.reason === 'superseded' ? 'interrupted by your next message' : finishLabels[finishReason] ?? finishReason
+  const parts = [label]
   if (metadata.usage) parts.push(`${metadata.usage.completion_tokens} tokens`)
   if (view.reconnected) parts.push('resumed after a reconnect')
   view.meta.textContent = parts.join(' · ')
 }
 
-async function send(content) {
-  addUserMessage(content)
-  const view = addAssistantMessage()
-  const run = client.chat(content)
+/** Streams one run into `view`; the regenerate button goes to the newest finished answer. */
+async function stream(view, run) {
   current = view
   setStreaming(run)
   try {
@@ -173,25 +192,97 @@ async function send(content) {
     view.message.dataset.status = 'error'
     view.meta.textContent = `error: ${error.message}`
   } finally {
-    current = undefined
-    setStreaming(undefined)
+    if (current === view) {
+      current = undefined
+      setStreaming(undefined)
+    }
+    if (view.message.isConnected && !current) offerRegenerate(view)
+    void listSessions()
   }
 }
+
+function send(content) {
+  addUserMessage(content)
+  const view = addAssistantMessage()
+  // Sent while an answer streams: that one stops where it is (and says so), this one follows.
+  void stream(view, client.chat(content, { onBusy: current ? 'interrupt' : 'wait' }))
+}
+
+function regenerate(view) {
+  offerRegenerate(undefined)
+  const fresh = addAssistantMessage()
+  view.message.replaceWith(fresh.message)
+  void stream(fresh, client.regenerate())
+}
+
+/** The conversation as the server holds it, and the answer still streaming, if one is. */
+async function restore() {
+  if (!savedSession) return
+  let history
+  try {
+    history = await client.history()
+  } catch (error) {
+    if (error.code !== 'not_found') console.warn('agent-gateway: could not load the conversation:', error.message)
+    return
+  }
+  let last
+  for (const message of history.messages) {
+    if (message.role === 'user') {
+      addUserMessage(message.content)
+      continue
+    }
+    if (message.run_id === history.active_run) continue
+    last = addAssistantMessage()
+    last.text.append(message.content)
+    finish(last, 'stop')
+  }
+  if (history.active_run) void stream(addAssistantMessage(), client.follow(history.active_run))
+  else offerRegenerate(last)
+}
+
+async function listSessions() {
+  let page
+  try {
+    page = await client.sessions({ limit: 20 })
+  } catch {
+    return
+  }
+  ui.sessionList.replaceChildren(
+    ...page.sessions.map((session) => {
+      const item = element('li', session.session_id === client.sessionId ? 'session current' : 'session')
+      const open = element('button', 'session-open', session.title || 'untitled')
+      open.type = 'button'
+      open.title = new Date(session.updated_at).toLocaleString()
+      open.addEventListener('click', () => switchTo(session.session_id))
+      item.append(open)
+      return item
+    }),
+  )
+}
+
+function switchTo(sessionId) {
+  if (sessionId) localStorage.setItem('agw-demo-session', sessionId)
+  else localStorage.removeItem('agw-demo-session')
+  location.reload()
+}
+
+ui.newSession.addEventListener('click', () => switchTo(undefined))
 
 let stopRun
 function setStreaming(run) {
   stopRun = run ? () => run.cancel() : undefined
-  ui.send.hidden = Boolean(run)
+  ui.send.hidden = false
   ui.stop.hidden = !run
   if (!run) ui.message.focus()
 }
 
 ui.stop.addEventListener('click', () => stopRun?.())
 
+let restored = false
 ui.composer.addEventListener('submit', (event) => {
   event.preventDefault()
   const content = ui.message.value.trim()
-  if (!content || stopRun) return
+  if (!content || !restored) return
   ui.message.value = ''
   resize()
   void send(content)
@@ -218,3 +309,7 @@ for (const chip of document.querySelectorAll('[data-prompt]')) {
 }
 
 ui.message.focus()
+void restore().finally(() => {
+  restored = true
+  void listSessions()
+})

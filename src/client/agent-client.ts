@@ -1,7 +1,10 @@
 import type { ClientFrame, ErrorFrame, RunEvent, ServerFrame } from '../protocol/index.ts'
 import { DEFAULT_BACKOFF, backoffDelay, type BackoffPolicy } from './backoff.ts'
 import { AgentError } from './errors.ts'
-import { RunControl, type RunStream } from './run-stream.ts'
+import { RunControl, type RunRequestFrame, type RunStream } from './run-stream.ts'
+import { restGet, type SessionHistory, type SessionList } from './rest.ts'
+
+export type { SessionHistory, SessionList } from './rest.ts'
 import { BEARER_PREFIX, Close, SESSION_ID_PATTERN, SUBPROTOCOL_NAME, randomId } from './wire.ts'
 
 export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed'
@@ -49,15 +52,28 @@ export interface AgentClientOptions {
   onError?: (error: AgentError) => void
   /** Another WebSocket implementation [globalThis.WebSocket]. */
   WebSocket?: WebSocketConstructor
+  /** For the REST companions (`sessions()`, `history()`) [globalThis.fetch]. */
+  fetch?: typeof fetch
 }
 
-export interface ChatOptions {
+export interface RunOptions {
   /** [the client's `sessionId`] */
   sessionId?: string
   /** Idempotency key [random]; a retry with the same id never starts a second run. */
   id?: string
   /** Aborting it cancels the run. */
   signal?: AbortSignal
+  /**
+   * (1.1) When the session already has a run: wait for it here, then send [default]; `interrupt`:
+   * the running one ends `cancelled` (`reason: "superseded"`) and this one runs right after;
+   * `enqueue`: queued at the server at once (`status:queued`), run after the ones before it.
+   */
+  onBusy?: 'wait' | 'interrupt' | 'enqueue'
+}
+
+export interface ChatOptions extends RunOptions {
+  /** (1.1) The id of an earlier user message this one replaces (`edit()`). */
+  edit?: string
 }
 
 interface SessionState {
@@ -81,6 +97,7 @@ export class AgentClient {
   readonly #url: string
   readonly #provideToken: TokenProvider
   readonly #WebSocket: WebSocketConstructor
+  readonly #fetch: typeof fetch
   readonly #backoff: BackoffPolicy
   readonly #random: () => number
   readonly #maxReconnectAttempts: number
@@ -111,6 +128,7 @@ export class AgentClient {
     const Socket = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
     if (!Socket) throw new TypeError('no WebSocket here: use Node 22+ or a browser, or pass options.WebSocket')
     this.#WebSocket = Socket
+    this.#fetch = options.fetch ?? ((...args) => globalThis.fetch(...args))
     this.#provideToken = options.token
     this.#backoff = { ...DEFAULT_BACKOFF, ...options.backoff }
     this.#random = options.random ?? Math.random
@@ -133,17 +151,59 @@ export class AgentClient {
    * session run one after another. Survives reconnects; fails only when the run cannot finish.
    */
   chat(content: string, options: ChatOptions = {}): RunStream {
-    const sessionId = options.sessionId ?? this.sessionId
     if (typeof content !== 'string' || content.length === 0) throw new TypeError('chat content must be a non-empty string')
+    const sessionId = options.sessionId ?? this.sessionId
+    return this.#run({ type: 'chat', content, session_id: sessionId, id: runId(options), ...busyField(options), ...(options.edit ? { edit: options.edit } : {}) }, options)
+  }
+
+  /** (1.1) Drops the session's last answer and answers its last user message again. */
+  regenerate(options: RunOptions = {}): RunStream {
+    return this.#run({ type: 'regenerate', session_id: options.sessionId ?? this.sessionId, id: runId(options), ...busyField(options) }, options)
+  }
+
+  /** (1.1) Replaces the user message `messageId` (ids: `history()`) with `content`; history after it is dropped. */
+  edit(messageId: string, content: string, options: RunOptions = {}): RunStream {
+    return this.chat(content, { ...options, edit: messageId })
+  }
+
+  /**
+   * (1.1) Follows a run this client did not start (another tab's, or one still streaming when the
+   * page reloaded: `history().active_run`): its events from its first held one, then live.
+   */
+  follow(runId: string, options: Pick<RunOptions, 'sessionId' | 'signal'> = {}): RunStream {
+    const sessionId = options.sessionId ?? this.sessionId
+    if (this.#sessions.has(sessionId)) throw new Error(`session ${sessionId} already has a run of this client`)
+    // Never sent: the run exists already; a resume from 0 brings its events, others' are skipped.
+    const stream = this.#run({ type: 'regenerate', session_id: sessionId, id: runId }, { ...options, onBusy: 'wait' }, runId)
+    return stream
+  }
+
+  /** (1.1) The caller's sessions, most recently updated first (REST `GET /v1/sessions`). */
+  async sessions(options: { limit?: number; cursor?: string } = {}): Promise<SessionList> {
+    const query = new URLSearchParams()
+    if (options.limit !== undefined) query.set('limit', String(options.limit))
+    if (options.cursor !== undefined) query.set('cursor', options.cursor)
+    return (await this.#rest(`/v1/sessions${query.size > 0 ? `?${query}` : ''}`)) as SessionList
+  }
+
+  /** (1.1) A session's conversation, message ids and active run (REST `GET /v1/sessions/{id}`). */
+  async history(sessionId: string = this.sessionId): Promise<SessionHistory> {
     assertSessionId(sessionId)
-    const id = options.id ?? randomId()
-    if (id.length === 0 || id.length > 128) throw new TypeError('a chat id is 1..128 characters')
-    const run = new RunControl(content, {
-      id,
-      sessionId,
-      maxBufferedEvents: this.#maxBufferedEvents,
-      onCancel: (cancelled) => this.#cancel(cancelled),
-    })
+    return (await this.#rest(`/v1/sessions/${sessionId}`)) as SessionHistory
+  }
+
+  async #rest(path: string): Promise<unknown> {
+    return restGet(new URL(path, this.#url.replace(/^ws/, 'http')), await this.#provideToken({ refresh: false }), this.#fetch)
+  }
+
+  #run(frame: RunRequestFrame, options: RunOptions, following?: string): RunStream {
+    const sessionId = frame.session_id
+    assertSessionId(sessionId)
+    const run = new RunControl({ frame, maxBufferedEvents: this.#maxBufferedEvents, onCancel: (cancelled) => this.#cancel(cancelled) })
+    if (following !== undefined) {
+      run.runId = following
+      run.sent = true
+    }
     if (this.#closedBy) {
       run.fail(this.#closedBy)
       return run.stream
@@ -159,11 +219,20 @@ export class AgentClient {
       run.onSettled(() => signal.removeEventListener('abort', onAbort))
     }
     const session = this.#sessions.get(sessionId)
-    if (session) {
-      session.waiting.push(run)
-    } else {
-      this.#sessions.set(sessionId, { id: sessionId, lastSeq: 0, active: run, waiting: [], retryTimer: undefined })
+    if (!session) {
+      const created = { id: sessionId, lastSeq: 0, active: run, waiting: [], retryTimer: undefined }
+      this.#sessions.set(sessionId, created)
+      if (following === undefined) this.#sendChat(run)
+      else if (this.#socket?.readyState === OPEN) this.#sync(created)
+    } else if (options.onBusy === 'interrupt') {
+      // Next in line here as at the server; its ack comes right after the running one's complete.
+      session.waiting.unshift(run)
       this.#sendChat(run)
+    } else if (options.onBusy === 'enqueue') {
+      session.waiting.push(run)
+      this.#sendChat(run)
+    } else {
+      session.waiting.push(run)
     }
     return run.stream
   }
@@ -182,7 +251,8 @@ export class AgentClient {
       token = await this.#provideToken({ refresh })
     } catch (err) {
       if (this.#closedBy) return
-      this.#report(new AgentError('unauthorized', `the token provider failed: ${describe(err)}`, { retryable: true }))
+      // Not a refused token (that is a 4001 close): whoever mints tokens is down or unreachable.
+      this.#report(new AgentError('unreachable', `the token provider failed: ${describe(err)}`, { retryable: true }))
       this.#retry({})
       return
     }
@@ -433,4 +503,14 @@ function assertSessionId(sessionId: string): void {
 
 function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
+}
+
+function runId(options: RunOptions): string {
+  const id = options.id ?? randomId()
+  if (id.length === 0 || id.length > 128) throw new TypeError('a chat id is 1..128 characters')
+  return id
+}
+
+function busyField(options: RunOptions): { on_busy?: 'interrupt' | 'enqueue' } {
+  return options.onBusy === 'interrupt' || options.onBusy === 'enqueue' ? { on_busy: options.onBusy } : {}
 }

@@ -1,4 +1,4 @@
-import type { ChatFrame, FinishReason, RunEvent, Usage } from '../protocol/index.ts'
+import type { ChatFrame, FinishReason, RegenerateFrame, RunEvent, Usage } from '../protocol/index.ts'
 import { AsyncQueue } from './async-queue.ts'
 import { AgentError } from './errors.ts'
 
@@ -60,9 +60,13 @@ export class RunStream implements AsyncIterable<RunEvent> {
   }
 }
 
+/** The frame that asks for a run: a chat, or (1.1) a regenerate. */
+export type RunRequestFrame =
+  | (ChatFrame & Required<Pick<ChatFrame, 'session_id' | 'id'>>)
+  | (RegenerateFrame & Required<Pick<RegenerateFrame, 'id'>>)
+
 export interface RunInit {
-  id: string
-  sessionId: string
+  frame: RunRequestFrame
   maxBufferedEvents: number
   onCancel: (run: RunControl) => void
 }
@@ -72,7 +76,8 @@ export class RunControl {
   readonly stream: RunStream
   readonly events: AsyncQueue<RunEvent>
   readonly result: Promise<RunResult>
-  readonly chatFrame: ChatFrame & Required<Pick<ChatFrame, 'session_id' | 'id'>>
+  /** What (re)asks the server for this run: sent again, under the same id, after a reconnect. */
+  readonly chatFrame: RunRequestFrame
   runId: string | undefined
   settled = false
   /** Handed to an open socket at least once: the server may know it. */
@@ -85,8 +90,8 @@ export class RunControl {
   #reject!: (error: AgentError) => void
   #cleanups: Array<() => void> = []
 
-  constructor(content: string, init: RunInit) {
-    this.chatFrame = { type: 'chat', content, session_id: init.sessionId, id: init.id }
+  constructor(init: RunInit) {
+    this.chatFrame = init.frame
     this.#onCancel = init.onCancel
     this.events = new AsyncQueue(
       init.maxBufferedEvents,
@@ -98,7 +103,7 @@ export class RunControl {
     })
     // Awaiting the result is optional: a failure must not become an unhandled rejection.
     this.result.catch(() => {})
-    this.stream = new RunStream(init.id, init.sessionId, this)
+    this.stream = new RunStream(init.frame.id, init.frame.session_id, this)
   }
 
   get id(): string {

@@ -45,6 +45,7 @@ async function sessionsPlugin(app: FastifyInstance, options: SessionsPluginOptio
     subscriptions,
     observer,
     config: {
+      instanceId,
       systemPrompt: config.SYSTEM_PROMPT,
       historyMaxMessages: config.HISTORY_MAX_MESSAGES,
       resumeGraceMs: config.RESUME_GRACE_MS,
@@ -62,6 +63,9 @@ async function sessionsPlugin(app: FastifyInstance, options: SessionsPluginOptio
           historyMaxMessages: config.HISTORY_MAX_MESSAGES,
           runsHere: (ref, runId) => executor.isLocal(ref, runId),
           onInterrupted: () => observer.interrupted(),
+          startNext: (ref, next) => executor.startNext(ref, next),
+          instanceId,
+          leaseMs: config.RUN_LEASE_MS,
           log: app.log,
         })
   leases?.start()
@@ -76,6 +80,7 @@ async function sessionsPlugin(app: FastifyInstance, options: SessionsPluginOptio
       leaseMs: config.RUN_LEASE_MS,
       historyMaxMessages: config.HISTORY_MAX_MESSAGES,
       maxSessionsPerUser: config.MAX_SESSIONS_PER_USER,
+      maxQueuedRuns: config.MAX_QUEUED_RUNS,
       busyRetryAfterMs: 1000,
     },
   })

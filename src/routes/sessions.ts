@@ -1,13 +1,18 @@
 import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyError, FastifyInstance } from 'fastify'
 import { ErrorCode, ProtocolError, SessionId } from '../protocol/index.ts'
-import type { HistoryMessage, SessionRecord } from '../store/types.ts'
+import type { HistoryMessage, SessionRecord, SessionSummary } from '../store/types.ts'
 
 const Params = Type.Object({ id: SessionId })
 type Params = Static<typeof Params>
 
 export const VisibleMessage = Type.Object(
-  { role: Type.Union([Type.Literal('user'), Type.Literal('assistant')]), content: Type.String() },
+  {
+    id: Type.String({ description: '(1.1) The message id: `chat.edit` names a user message by it' }),
+    role: Type.Union([Type.Literal('user'), Type.Literal('assistant')]),
+    content: Type.String(),
+    run_id: Type.Optional(Type.String({ description: 'The run that produced an assistant answer' })),
+  },
   { additionalProperties: false },
 )
 export type VisibleMessage = Static<typeof VisibleMessage>
@@ -16,12 +21,37 @@ export const SessionView = Type.Object(
   {
     session_id: SessionId,
     messages: Type.Array(VisibleMessage, { description: 'Oldest first: each user message, then the whole answer of its run' }),
+    pending: Type.Array(Type.Unknown(), { description: '(1.1) Tool calls waiting on the client (protocol.md §7); none yet in this version' }),
     created_at: Type.String({ format: 'date-time' }),
     updated_at: Type.String({ format: 'date-time' }),
+    active_run: Type.Union([Type.String(), Type.Null()], { description: 'The run in progress, if any' }),
   },
   { additionalProperties: false, $id: 'SessionView' },
 )
 export type SessionView = Static<typeof SessionView>
+
+export const SessionListItem = Type.Object(
+  {
+    session_id: SessionId,
+    title: Type.String({ description: 'The first user message, cut to 80 characters' }),
+    created_at: Type.String({ format: 'date-time' }),
+    updated_at: Type.String({ format: 'date-time', description: 'When a run last started or ended' }),
+    active_run: Type.Union([Type.String(), Type.Null()]),
+  },
+  { additionalProperties: false },
+)
+
+export const SessionList = Type.Object(
+  { sessions: Type.Array(SessionListItem), next_cursor: Type.Union([Type.String(), Type.Null()]) },
+  { additionalProperties: false, $id: 'SessionList' },
+)
+export type SessionList = Static<typeof SessionList>
+
+const ListQuery = Type.Object(
+  { limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }), cursor: Type.Optional(Type.String({ maxLength: 512 })) },
+  { additionalProperties: false },
+)
+type ListQuery = Static<typeof ListQuery>
 
 export const RestError = Type.Object(
   { error: Type.String({ description: 'A stable code: unauthorized, invalid_message, forbidden, not_found, internal' }), message: Type.String() },
@@ -40,12 +70,17 @@ const statusOf: Partial<Record<ErrorCode, number>> = { [ErrorCode.forbidden]: 40
  */
 export function visibleMessages(history: HistoryMessage[]): VisibleMessage[] {
   const visible: VisibleMessage[] = []
-  for (const message of history) {
-    if ((message.role !== 'user' && message.role !== 'assistant') || !message.content) continue
+  history.forEach((message, index) => {
+    if ((message.role !== 'user' && message.role !== 'assistant') || !message.content) return
     const last = visible.at(-1)
-    if (message.role === 'assistant' && last?.role === 'assistant') last.content += message.content
-    else visible.push({ role: message.role, content: message.content })
-  }
+    if (message.role === 'assistant' && last?.role === 'assistant') {
+      last.content += message.content
+      return
+    }
+    // Messages stored before ids existed get a stable one from their place.
+    const id = message.id ?? `m${index}`
+    visible.push({ id, role: message.role, content: message.content, ...(message.run_id ? { run_id: message.run_id } : {}) })
+  })
   return visible
 }
 
@@ -53,8 +88,20 @@ function view(session: SessionRecord): SessionView {
   return {
     session_id: session.id,
     messages: visibleMessages(session.messages),
+    pending: [],
     created_at: new Date(session.createdAt).toISOString(),
     updated_at: new Date(session.updatedAt).toISOString(),
+    active_run: session.active?.runId ?? null,
+  }
+}
+
+function listItem(session: SessionSummary): Static<typeof SessionListItem> {
+  return {
+    session_id: session.id,
+    title: session.title,
+    created_at: new Date(session.createdAt).toISOString(),
+    updated_at: new Date(session.updatedAt).toISOString(),
+    active_run: session.activeRunId,
   }
 }
 
@@ -67,6 +114,15 @@ export default async function sessionRoutes(app: FastifyInstance) {
     request.log.error({ err }, 'session request failed')
     return reply.code(500).send({ error: ErrorCode.internal, message: 'internal error' })
   })
+
+  app.get<{ Querystring: ListQuery }>(
+    '/v1/sessions',
+    { onRequest: app.requireBearer, schema: { querystring: ListQuery, response: { 200: SessionList, ...errors } } },
+    async (request) => {
+      const page = await app.sessions.list(request.claims!.sub, request.query.limit, request.query.cursor)
+      return { sessions: page.sessions.map(listItem), next_cursor: page.nextCursor ?? null }
+    },
+  )
 
   app.get<{ Params: Params }>(
     '/v1/sessions/:id',

@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { CompleteFrame } from '../protocol/index.ts'
-import type { ActiveRun, Backend, SessionRef } from '../store/types.ts'
+import type { ActiveRun, Backend, SessionRef, StartedRun } from '../store/types.ts'
 
 export interface LeaseSweeperOptions {
   backend: Backend
@@ -10,6 +10,10 @@ export interface LeaseSweeperOptions {
   runsHere: (ref: SessionRef, runId: string) => boolean
   /** A run of a lost instance was ended here. */
   onInterrupted?: () => void
+  /** Its queued successor became active, held by this instance: it runs here. */
+  startNext: (ref: SessionRef, next: StartedRun) => void
+  instanceId: string
+  leaseMs: number
   log: Pick<FastifyBaseLogger, 'warn'>
 }
 
@@ -78,8 +82,10 @@ export class LeaseSweeper {
         reason: 'instance lost',
       },
     }
-    const logged = await backend.sessions.finishRun(ref, {
+    const finished = await backend.sessions.finishRun(ref, {
       runId: active.runId,
+      instanceId: this.#options.instanceId,
+      leaseMs: this.#options.leaseMs,
       event: complete,
       // What the user saw stays in the conversation, as a finished run's text would.
       messages: content ? [{ role: 'assistant', content }] : [],
@@ -87,9 +93,10 @@ export class LeaseSweeper {
       ifLeaseExpired: true,
       ifLastSeq: held.lastSeq,
     })
-    if (!logged) return (await backend.sessions.activeRun(ref))?.runId !== active.runId
-    log.warn({ sessionId: ref.id, userId: ref.owner, runId: active.runId, instanceId: active.instanceId, seq: logged.seq }, 'run interrupted: its instance stopped renewing the lease')
+    if (!finished) return (await backend.sessions.activeRun(ref))?.runId !== active.runId
+    log.warn({ sessionId: ref.id, userId: ref.owner, runId: active.runId, instanceId: active.instanceId, seq: finished.event.seq }, 'run interrupted: its instance stopped renewing the lease')
     this.#options.onInterrupted?.()
+    if (finished.next) this.#options.startNext(ref, finished.next)
     return true
   }
 }

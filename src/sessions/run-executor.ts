@@ -1,15 +1,18 @@
+import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import { createProgress, producedMessages, runAgent, type AgentEvent } from '../agent/run-agent.ts'
 import type { ModelClient } from '../agent/models/types.ts'
 import type { ToolRegistry } from '../agent/tools/registry.ts'
 import { UpstreamError } from '../agent/upstream-error.ts'
 import type { ErrorCode, FinishReason, UnsequencedRunEvent } from '../protocol/index.ts'
-import { refKey, type Backend, type ControlMessage, type HistoryMessage, type SessionRef } from '../store/types.ts'
+import { refKey, type Backend, type ControlMessage, type HistoryMessage, type SessionRef, type StartedRun } from '../store/types.ts'
 import { cancelledFrame, completeFrame, failureFrame, runEvent, thinkingFrame, type Finish } from './run-events.ts'
 import type { Subscriptions } from './subscriptions.ts'
 import { RunAborted, type AbortCause } from './watcher.ts'
 
 export interface ExecutorConfig {
+  /** Holds the leases of the runs this instance executes (and of queued runs it starts). */
+  instanceId: string
   systemPrompt: string
   historyMaxMessages: number
   resumeGraceMs: number
@@ -44,12 +47,8 @@ export interface RunExecutorOptions {
 }
 
 /** What a started run needs: its identity and the conversation it answers. */
-export interface RunStart {
+export interface RunStart extends StartedRun {
   ref: SessionRef
-  runId: string
-  requestId: string | undefined
-  history: HistoryMessage[]
-  userMessage: HistoryMessage
 }
 
 interface LocalRun extends RunStart {
@@ -88,8 +87,9 @@ export class RunExecutor {
   }
 
   /**
-   * Takes over a run the store has just begun; from here on it always ends. `unwatched`: its
-   * sender left before watching it, so the grace starts now.
+   * Takes over a run the store has just made active; from here on it always ends.
+   * `unwatched`: nobody may be watching it (its sender left, or it was next in a queue), so the
+   * grace starts now: it is aborted then unless somebody watches.
    */
   start(start: RunStart, options: { unwatched?: boolean } = {}): void {
     const run: LocalRun = { ...start, controller: new AbortController(), done: Promise.resolve(), tracker: this.#options.observer?.started() }
@@ -103,10 +103,10 @@ export class RunExecutor {
   }
 
   /** Stops the run wherever it runs: here through its controller, elsewhere through the bus. */
-  async abort(ref: SessionRef, runId: string, cause: 'cancel' | 'deleted'): Promise<void> {
+  async abort(ref: SessionRef, runId: string, cause: 'cancel' | 'deleted' | 'superseded'): Promise<void> {
     const run = this.#runs.get(refKey(ref))
     if (run?.runId === runId) return this.#abortLocal(run, cause)
-    await this.#options.backend.control.publish({ kind: 'cancel', ref, runId, reason: cause === 'deleted' ? 'deleted' : 'client' })
+    await this.#options.backend.control.publish({ kind: 'cancel', ref, runId, reason: cause === 'cancel' ? 'client' : cause })
   }
 
   /** Resolves when the local run is over; undefined when it does not run here. */
@@ -132,14 +132,14 @@ export class RunExecutor {
 
   #abortLocal(run: LocalRun, cause: AbortCause): void {
     if (run.controller.signal.aborted) return
-    if (cause === 'cancel' || cause === 'deleted') run.tracker?.cancelRequested()
+    if (cause === 'cancel' || cause === 'deleted' || cause === 'superseded') run.tracker?.cancelRequested()
     run.controller.abort(new RunAborted(cause))
   }
 
   #onControl(message: ControlMessage): void {
     const run = this.#runs.get(refKey(message.ref))
     if (run?.runId !== message.runId) return
-    if (message.kind === 'cancel') return this.#abortLocal(run, message.reason === 'deleted' ? 'deleted' : 'cancel')
+    if (message.kind === 'cancel') return this.#abortLocal(run, message.reason === 'client' ? 'cancel' : message.reason)
     this.#armGrace(run)
   }
 
@@ -192,13 +192,15 @@ export class RunExecutor {
         {
           model: this.#options.model,
           tools: this.#options.tools,
-          messages: [{ role: 'system', content: config.systemPrompt }, ...withoutOrphanedToolResults(run.history), run.userMessage],
+          messages: [systemMessage(config.systemPrompt), ...withoutOrphanedToolResults(run.history), run.userMessage].map(forModel),
           signal: controller.signal,
           maxToolRounds: config.maxToolRounds,
           sessionId: ref.id,
           userId: ref.owner,
           emit: (event) => {
             run.tracker?.event(event.type)
+            // Reasoning is relayed only to a chat that asked for it (protocol.md §2).
+            if (event.type === 'reasoning' && !run.reasoning) return Promise.resolve()
             return this.#append(run, runEvent(ref.id, runId, event))
           },
         },
@@ -214,17 +216,25 @@ export class RunExecutor {
     log.info({ finishReason: finish.finishReason }, 'run complete')
   }
 
-  /** Logs `complete` with the run's messages, freeing the session, in one fenced step. */
+  /** Logs `complete` with the run's messages, freeing the session, in one fenced step; starts the next queued run. */
   async #finish(run: LocalRun, progress: ReturnType<typeof createProgress>, finish: Finish): Promise<Finish> {
     const { backend, config } = this.#options
-    const logged = await backend.sessions.finishRun(run.ref, {
+    const finished = await backend.sessions.finishRun(run.ref, {
       runId: run.runId,
+      instanceId: config.instanceId,
+      leaseMs: config.leaseMs,
       event: completeFrame(run.ref, run.runId, run.requestId, progress, finish),
-      messages: producedMessages(progress),
+      messages: producedMessages(progress).map((message) => ({ ...message, id: randomUUID(), run_id: run.runId })),
       maxMessages: config.historyMaxMessages,
     })
-    if (!logged) throw new Fenced()
+    if (!finished) throw new Fenced()
+    this.startNext(run.ref, finished.next)
     return finish
+  }
+
+  /** A queued run the store made active as the one before it ended: it runs here. */
+  startNext(ref: SessionRef, next: StartedRun | null): void {
+    if (next) queueMicrotask(() => this.start({ ref, ...next }, { unwatched: true }))
   }
 
   /** The run stopped early: log why (cancelled, or the error) and its `complete`, unless it was fenced. */
@@ -265,6 +275,15 @@ export class RunExecutor {
     }
     return { finishReason: 'interrupted' }
   }
+}
+
+function systemMessage(content: string): HistoryMessage {
+  return { role: 'system', content }
+}
+
+/** What the model is sent of a history message: our ids stay here. */
+function forModel({ id: _id, run_id: _runId, ...message }: HistoryMessage): HistoryMessage {
+  return message
 }
 
 function logFailure(log: FastifyBaseLogger, err: unknown): void {

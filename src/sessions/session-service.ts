@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { ErrorCode, ProtocolError, type StatusResumed } from '../protocol/index.ts'
-import { refKey, type Backend, type SessionRecord, type SessionRef } from '../store/types.ts'
+import { ErrorCode, ProtocolError, type OnBusy, type StatusResumed } from '../protocol/index.ts'
+import { refKey, type Backend, type RunInput, type SessionPage, type SessionRecord, type SessionRef } from '../store/types.ts'
+import { beginAndWatch, type BeginRunDeps } from './begin-run.ts'
 import type { LeaseSweeper } from './lease-sweeper.ts'
 import type { RunExecutor, RunObserver } from './run-executor.ts'
 import type { Subscriptions } from './subscriptions.ts'
@@ -12,6 +13,7 @@ export interface SessionServiceConfig {
   leaseMs: number
   historyMaxMessages: number
   maxSessionsPerUser: number
+  maxQueuedRuns: number
   /** How long `busy` asks a client to wait before retrying. */
   busyRetryAfterMs: number
 }
@@ -30,6 +32,16 @@ export interface ChatRequest {
   sessionId: string | undefined
   content: string
   requestId: string | undefined
+  onBusy?: OnBusy | undefined
+  /** The id of an earlier user message this one replaces. */
+  edit?: string | undefined
+  reasoning?: boolean | undefined
+}
+
+export interface RegenerateRequest {
+  sessionId: string
+  requestId: string | undefined
+  onBusy?: OnBusy | undefined
 }
 
 /**
@@ -44,6 +56,7 @@ export class SessionService {
   readonly #leases: LeaseSweeper | undefined
   readonly #observer: RunObserver | undefined
   readonly #config: SessionServiceConfig
+  readonly #runDeps: BeginRunDeps
 
   constructor(options: SessionServiceOptions) {
     this.#backend = options.backend
@@ -52,6 +65,7 @@ export class SessionService {
     this.#leases = options.leases
     this.#observer = options.observer
     this.#config = options.config
+    this.#runDeps = { backend: this.#backend, executor: this.#executor, subscriptions: this.#subscriptions, leases: this.#leases, config: this.#config }
   }
 
   get activeRunCount(): number {
@@ -62,76 +76,46 @@ export class SessionService {
     return this.#subscriptions.count
   }
 
-  async #find(owner: string, sessionId: string): Promise<SessionRecord> {
+  async #find(owner: string, sessionId: string, ids: { sessionId: string; requestId?: string } = { sessionId }): Promise<SessionRecord> {
     const session = await this.#backend.sessions.get(owner, sessionId)
-    if (!session) throw new ProtocolError(ErrorCode.notFound, 'unknown session', { sessionId })
+    if (!session) throw new ProtocolError(ErrorCode.notFound, 'unknown session', ids)
     return session
   }
 
-  /** Starts a run, or attaches the sender to the run its idempotency key already started. */
+  /**
+   * Starts a run (creating the session when new), queues it (`on_busy`), or attaches the
+   * sender to the run its idempotency key already asked for. `edit` replaces an earlier user
+   * message of the session (which must exist).
+   */
   async chat(watcher: Watcher, request: ChatRequest): Promise<string> {
     const sessionId = request.sessionId ?? randomUUID()
     const ids = { sessionId, ...(request.requestId === undefined ? {} : { requestId: request.requestId }) }
-    const opened = await this.#backend.sessions.open(watcher.userId, sessionId, this.#config.maxSessionsPerUser)
-    if (opened.kind === 'too_many') {
-      throw new ProtocolError(ErrorCode.tooManySessions, `you hold ${this.#config.maxSessionsPerUser} sessions: delete one first`, { ...ids, retryable: false })
-    }
-    const { session } = opened
-    const ref = refOf(session)
-    const runId = randomUUID()
-    const userMessage = { role: 'user' as const, content: request.content }
-    const begin = () =>
-      this.#backend.sessions.beginRun(ref, {
-        runId,
-        instanceId: this.#config.instanceId,
-        leaseMs: this.#config.leaseMs,
-        userMessage,
-        maxMessages: this.#config.historyMaxMessages,
-        ...(request.requestId === undefined ? {} : { requestId: request.requestId }),
-      })
-    let begun = await begin()
-    // The run of a dead instance holds the session until somebody ends it: the first to ask does.
-    if (begun.kind === 'busy' && (await this.#leases?.endIfExpired(ref, begun.active))) begun = await begin()
-    switch (begun.kind) {
-      case 'gone':
-        throw new ProtocolError(ErrorCode.notFound, 'the session was deleted meanwhile', ids)
-      case 'busy':
-        throw new ProtocolError(ErrorCode.busy, undefined, { ...ids, runId: begun.active.runId, retryAfterMs: this.#config.busyRetryAfterMs })
-      case 'duplicate': {
-        if (watcher.watching.get(refKey(ref))) return sessionId
-        const held = await this.#backend.events.read(ref, begun.startAfterSeq)
-        if (held.gone) throw new ProtocolError(ErrorCode.historyGone, undefined, ids)
-        await this.#watch(watcher, ref, begun.startAfterSeq)
-        return sessionId
+    const message = { id: randomUUID(), role: 'user' as const, content: request.content }
+    let ref: SessionRef
+    if (request.edit === undefined) {
+      const opened = await this.#backend.sessions.open(watcher.userId, sessionId, this.#config.maxSessionsPerUser)
+      if (opened.kind === 'too_many') {
+        throw new ProtocolError(ErrorCode.tooManySessions, `you hold ${this.#config.maxSessionsPerUser} sessions: delete one first`, { ...ids, retryable: false })
       }
-      case 'started': {
-        const start = { ref, runId, requestId: request.requestId, history: begun.history, userMessage }
-        // The sender watches from the run's start before the run logs anything.
-        try {
-          await this.#subscriptions.subscribe(watcher, ref, begun.startAfterSeq)
-        } catch (err) {
-          // Gone meanwhile: the run goes on for the grace, as for any disconnect.
-          if (err instanceof WatcherClosed) {
-            this.#executor.start(start, { unwatched: true })
-            return sessionId
-          }
-          // Nothing will execute it: free the session before answering.
-          await this.#backend.sessions.releaseRun(ref, runId)
-          throw err
-        }
-        this.#executor.start(start)
-        return sessionId
-      }
+      ref = refOf(opened.session)
+    } else {
+      ref = refOf(await this.#find(watcher.userId, sessionId, ids))
     }
+    const input: RunInput = request.edit === undefined ? { kind: 'message', message } : { kind: 'edit', messageId: request.edit, message }
+    await beginAndWatch(this.#runDeps, watcher, ref, { input, requestId: request.requestId, onBusy: request.onBusy, reasoning: request.reasoning })
+    return sessionId
   }
 
-  /** Subscribes; a connection that closed meanwhile is no error (the hub counted it gone). */
-  async #watch(watcher: Watcher, ref: SessionRef, afterSeq: number): Promise<void> {
-    try {
-      await this.#subscriptions.subscribe(watcher, ref, afterSeq)
-    } catch (err) {
-      if (!(err instanceof WatcherClosed)) throw err
-    }
+  /** Answers the session's last user message again, its last answer dropped (protocol.md §2). */
+  async regenerate(watcher: Watcher, request: RegenerateRequest): Promise<void> {
+    const ids = { sessionId: request.sessionId, ...(request.requestId === undefined ? {} : { requestId: request.requestId }) }
+    const ref = refOf(await this.#find(watcher.userId, request.sessionId, ids))
+    await beginAndWatch(this.#runDeps, watcher, ref, { input: { kind: 'regenerate' }, requestId: request.requestId, onBusy: request.onBusy })
+  }
+
+  /** The owner's sessions, most recently updated first (REST). */
+  async list(owner: string, limit: number, cursor: string | undefined): Promise<SessionPage> {
+    return this.#backend.sessions.list(owner, limit, cursor)
   }
 
   async cancel(owner: string, sessionId: string): Promise<void> {
@@ -198,6 +182,8 @@ export class SessionService {
     const session = await this.#find(owner, sessionId)
     const ref = refOf(session)
     if (session.active) {
+      // Queued runs go first: nothing may start after the deleted run ends.
+      await this.#backend.sessions.clearQueue(ref)
       const { runId } = session.active
       await this.#executor.abort(ref, runId, 'deleted')
       await (this.#executor.whenDone(ref, runId) ?? this.#remoteRunEnded(ref, runId))

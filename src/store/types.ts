@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
-import type { UnsequencedRunEvent } from '../protocol/index.ts'
+import type { StatusQueued, UnsequencedRunEvent } from '../protocol/index.ts'
 import type { Redis } from 'ioredis'
 
 export { serializeEvent } from '../protocol/serialize.ts'
@@ -18,6 +18,9 @@ export const HistoryMessage = Type.Object({
     ),
   ),
   tool_call_id: Type.Optional(Type.String()),
+  /** (1.1) The message's id (REST, `chat.edit`) and the run that produced it; never sent upstream. */
+  id: Type.Optional(Type.String()),
+  run_id: Type.Optional(Type.String()),
 })
 export type HistoryMessage = Static<typeof HistoryMessage>
 
@@ -31,9 +34,26 @@ export type SessionRef = Static<typeof SessionRef>
 
 export interface SessionRecord extends SessionRef {
   messages: HistoryMessage[]
+  /** The first user message, cut to 80 characters ('' before the first run). */
+  title: string
   createdAt: number
   updatedAt: number
   active: ActiveRun | null
+}
+
+/** A session as the owner's list shows it (GET /v1/sessions). */
+export interface SessionSummary {
+  id: string
+  title: string
+  createdAt: number
+  updatedAt: number
+  activeRunId: string | null
+}
+
+export interface SessionPage {
+  sessions: SessionSummary[]
+  /** Opaque; absent on the last page. */
+  nextCursor?: string
 }
 
 /** The run a session is executing, as every instance sees it. */
@@ -47,10 +67,32 @@ export interface ActiveRun {
   leaseExpiresAt: number
 }
 
+/** What a run answers (protocol.md §2): a new user message, the last one again, or an edited one. */
+export type RunInput =
+  | { kind: 'message'; message: HistoryMessage }
+  | { kind: 'regenerate' }
+  | { kind: 'edit'; messageId: string; message: HistoryMessage }
+
+/** A run the store has made active: what the executor needs to run it. */
+export interface StartedRun {
+  runId: string
+  requestId?: string
+  /** The session's last seq before the run's first event. */
+  startAfterSeq: number
+  /** The conversation before the run's user message. */
+  history: HistoryMessage[]
+  userMessage: HistoryMessage
+  /** Asked with `reasoning: true`: relay the model's reasoning deltas. */
+  reasoning?: boolean
+}
+
 export type BeginRunResult =
-  /** `history`: the conversation before this run's user message. */
-  | { kind: 'started'; startAfterSeq: number; history: HistoryMessage[] }
+  | ({ kind: 'started' } & StartedRun)
   | { kind: 'busy'; active: ActiveRun }
+  /** Waiting behind the active run (on_busy enqueue, or interrupt: then first in line). */
+  | { kind: 'queued'; runId: string; position: number; startAfterSeq: number }
+  /** `regenerate` with no user message yet, or `edit` of an unknown message id. */
+  | { kind: 'no_message' }
   /** The request id was seen before: attach to that run (which may have ended) from its first event. */
   | { kind: 'duplicate'; runId: string; startAfterSeq: number }
   /** The session is gone, or is another generation now. */
@@ -61,13 +103,24 @@ export interface BeginRun {
   requestId?: string
   instanceId: string
   leaseMs: number
-  /** Stored with the run's start, in the same step. */
-  userMessage: HistoryMessage
+  /** Applied to the history with the run's start, in the same step. */
+  input: RunInput
   maxMessages: number
+  reasoning?: boolean
+  /** When the session has an active run: refuse (default), queue behind it, or queue first. */
+  onBusy?: 'reject' | 'enqueue' | 'interrupt'
+  maxQueued?: number
+  /** The `status:queued` event logged for a queued run (its `position` filled in by the store). */
+  queuedEvent?: Omit<StatusQueued, 'seq'>
+  /** The title a first message gives the session. */
+  title?: string
 }
 
 export interface FinishRun {
   runId: string
+  /** The instance that finishes it: it starts the next queued run, if there is one. */
+  instanceId: string
+  leaseMs: number
   /** The run's `complete`. */
   event: UnsequencedRunEvent
   /** What the run adds to the conversation, stored in the same step as its `complete`. */
@@ -77,6 +130,12 @@ export interface FinishRun {
   ifLeaseExpired?: boolean
   /** Only when the session's last seq is still this (the event was computed from the log up to it). */
   ifLastSeq?: number
+}
+
+/** The logged `complete`, and the queued run that became active in the same step, if any. */
+export interface Finished {
+  event: LoggedEvent
+  next: StartedRun | null
 }
 
 export type OpenResult = { kind: 'open'; session: SessionRecord } | { kind: 'too_many' }
@@ -115,8 +174,15 @@ export interface SessionStore {
   /** Appends a run event; null, and nothing appended, when the run is no longer active (fenced). */
   append(ref: SessionRef, runId: string, event: UnsequencedRunEvent): Promise<LoggedEvent | null>
   renewLease(ref: SessionRef, runId: string, leaseMs: number): Promise<boolean>
-  /** Logs the run's `complete`, stores its messages and frees the session, in one step; null when fenced. */
-  finishRun(ref: SessionRef, finish: FinishRun): Promise<LoggedEvent | null>
+  /**
+   * Logs the run's `complete`, stores its messages and frees the session, in one step, then
+   * makes the first queued run active (held by `finish.instanceId`); null when fenced.
+   */
+  finishRun(ref: SessionRef, finish: FinishRun): Promise<Finished | null>
+  /** Drops the session's queued runs (a deletion); how many there were. */
+  clearQueue(ref: SessionRef): Promise<number>
+  /** The owner's sessions, most recently updated first. */
+  list(owner: string, limit: number, cursor: string | undefined): Promise<SessionPage>
   /** Frees the session without logging anything (a run that never got to execute); true when it did. */
   releaseRun(ref: SessionRef, runId: string): Promise<boolean>
   /** Runs whose lease passed before `now` (the store's clock), at most `limit`. */
@@ -172,7 +238,7 @@ export const ControlMessage = Type.Union([
     kind: Type.Literal('cancel'),
     ref: SessionRef,
     runId: Type.String(),
-    reason: Type.Union([Type.Literal('client'), Type.Literal('deleted')]),
+    reason: Type.Union([Type.Literal('client'), Type.Literal('deleted'), Type.Literal('superseded')]),
   }),
   Type.Object({ kind: Type.Literal('orphaned'), ref: SessionRef, runId: Type.String() }),
 ])

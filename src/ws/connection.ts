@@ -59,6 +59,16 @@ export interface ConnectionObserver {
   closed(code: number): void
 }
 
+/** Errors answering a frame with an idempotency key carry it as `request_id`. */
+async function withRequestId<T>(requestId: string | undefined, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work()
+  } catch (err) {
+    if (err instanceof ProtocolError && requestId !== undefined) err.options.requestId ??= requestId
+    throw err
+  }
+}
+
 function codePoints(text: string, atMost: number): number {
   if (text.length <= atMost) return text.length
   let count = 0
@@ -238,18 +248,22 @@ export class Connection implements Watcher {
             ...(requestId === undefined ? {} : { requestId }),
           })
         }
-        try {
-          this.#lastSessionId = await this.#options.sessions.chat(this, {
+        this.#lastSessionId = await withRequestId(requestId, () =>
+          this.#options.sessions.chat(this, {
             sessionId: frame.session_id,
             content: frame.content,
             requestId,
-          })
-        } catch (err) {
-          if (err instanceof ProtocolError && requestId !== undefined) err.options.requestId ??= requestId
-          throw err
-        }
+            onBusy: frame.on_busy,
+            edit: frame.edit,
+            reasoning: frame.reasoning,
+          }),
+        )
         return
       }
+      case 'regenerate':
+        await withRequestId(frame.id, () => this.#options.sessions.regenerate(this, { sessionId: frame.session_id, requestId: frame.id, onBusy: frame.on_busy }))
+        this.#lastSessionId = frame.session_id
+        return
       case 'cancel': {
         const sessionId = frame.session_id ?? this.#lastSessionId
         if (!sessionId) throw new ProtocolError(ErrorCode.noActiveRun, 'no session to cancel: name session_id')

@@ -11,7 +11,8 @@ import { signToken, startApp, testConfig } from '../helpers/app.ts'
 import { chromiumMissing, launchChromium } from './chromium.ts'
 
 const OUTPUT_DIR = fileURLToPath(new URL('../../test-output/', import.meta.url))
-const config = testConfig({ MOCK_TOKEN_DELAY_MS: 60, SHUTDOWN_GRACE_MS: 10_000 })
+// devSecretFile: as `npm start` without JWT_SECRET, so the page can fetch /dev/token.
+const config = testConfig({ MOCK_TOKEN_DELAY_MS: 60, SHUTDOWN_GRACE_MS: 10_000, devSecretFile: '.dev-secret' })
 
 /** The server under test; `restart()` replaces it with a fresh one on the same address. */
 class Server {

@@ -151,7 +151,7 @@ t.test('gives up after maxReconnectAttempts: closed, unreachable', async (t) => 
   t.match(states.at(-1)?.error?.message, /gave up after 2 reconnect attempts/)
 })
 
-t.test('a token provider that throws is reported and asked again after a backoff', async (t) => {
+t.test('a token provider that throws is reported as unreachable (a server that is down, not a refused token) and asked again after a backoff', async (t) => {
   const server = await ScriptedServer.start(t)
   const errors: string[] = []
   let calls = 0
@@ -166,7 +166,7 @@ t.test('a token provider that throws is reported and asked again after a backoff
   })
   await until(() => client.state === 'open')
   t.equal(calls, 3)
-  t.same(errors, ['unauthorized: the token provider failed: identity provider down', 'unauthorized: the token provider failed: offline'])
+  t.same(errors, ['unreachable: the token provider failed: identity provider down', 'unreachable: the token provider failed: offline'])
 })
 
 t.test('a token the WebSocket cannot carry closes the client', async (t) => {

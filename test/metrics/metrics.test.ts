@@ -278,7 +278,7 @@ t.test('a run of a lost instance is counted as interrupted where it is ended', a
   if (opened.kind !== 'open') throw new Error('could not open the ghost session')
   const ref = { owner: 'alice', id: 'ghost-session', gen: opened.session.gen }
   const userMessage = { role: 'user' as const, content: 'boo' }
-  await ghost.sessions.beginRun(ref, { runId: 'ghost-run', instanceId: 'ghost', leaseMs: 50, userMessage, maxMessages: 50 })
+  await ghost.sessions.beginRun(ref, { runId: 'ghost-run', instanceId: 'ghost', leaseMs: 50, input: { kind: 'message', message: userMessage }, maxMessages: 50 })
   await ghost.sessions.append(ref, 'ghost-run', { type: 'status', session_id: 'ghost-session', content: 'thinking', metadata: { run_id: 'ghost-run' } })
   await new Promise((resolve) => setTimeout(resolve, 100))
   const before = await scrape(baseUrl)

@@ -4,6 +4,8 @@ import { connect, bearer, type TestClient } from '../helpers/ws-client.ts'
 import { createFakeUpstream, textSteps, type FakeUpstream } from '../helpers/fake-upstream.ts'
 import { CloseCode, ErrorCode, clientFrameSchemas, errorFrame, serverFrameSchemas } from '../../src/protocol/index.ts'
 import { fetchFrameSchemas } from './schema.ts'
+import { Type } from '@sinclair/typebox'
+import { defineTool } from '../../src/agent/tools/index.ts'
 
 async function upstream(t: Test): Promise<FakeUpstream> {
   const up = await createFakeUpstream((request) => {
@@ -11,8 +13,17 @@ async function upstream(t: Test): Promise<FakeUpstream> {
     if (last.role === 'tool') return { steps: textSteps('Five.', { usage: { prompt_tokens: 12, completion_tokens: 2 } }) }
     if (last.content === 'use a tool') {
       return {
-        steps: [{ toolCalls: [{ index: 0, id: 'call_1', name: 'calculate', arguments: '{"expression":"2+3"}' }] }, { finish: 'tool_calls' }, { done: true }],
+        steps: [
+          // (1.1) A reasoning delta, relayed because this chat asks with reasoning: true.
+          { chunk: { choices: [{ index: 0, delta: { reasoning_content: 'Add them.' }, finish_reason: null }] } },
+          { toolCalls: [{ index: 0, id: 'call_1', name: 'calculate', arguments: '{"expression":"2+3"}' }] },
+          { finish: 'tool_calls' },
+          { done: true },
+        ],
       }
+    }
+    if (last.content === 'report progress') {
+      return { steps: [{ toolCalls: [{ index: 0, id: 'call_2', name: 'progress_demo', arguments: '{}' }] }, { finish: 'tool_calls' }, { done: true }] }
     }
     if (last.content === 'go slow') return { steps: textSteps(Array(400).fill(' tick'), { delayMs: 25 }) }
     // Asked to wait longer than we ever do: the run fails at once and passes the wait on.
@@ -21,6 +32,17 @@ async function upstream(t: Test): Promise<FakeUpstream> {
   t.teardown(() => up.close())
   return up
 }
+
+/** Reports progress once, as an MCP tool would (1.1 status:tool_progress). */
+const progressDemo = defineTool({
+  name: 'progress_demo',
+  description: 'reports progress',
+  parameters: Type.Object({}),
+  run: (_args, ctx) => {
+    ctx.onProgress?.({ progress: 1, total: 2 })
+    return 'done'
+  },
+})
 
 /** Every client frame a test sends, kept for validation. */
 function recording(client: TestClient, sent: unknown[]) {
@@ -37,7 +59,7 @@ t.test('/v1/protocol validates every frame of a whole conversation', async (t) =
     OPENAI_BASE_URL: up.baseURL,
     OPENAI_API_KEY: 'test',
     MAX_CONTENT_CHARS: 100,
-  })
+  }, { tools: [progressDemo] })
   const schemas = await fetchFrameSchemas(baseUrl)
   const sent: unknown[] = []
   const a = await connect(t, wsUrl, bearer(signToken('alice')))
@@ -51,10 +73,14 @@ t.test('/v1/protocol validates every frame of a whole conversation', async (t) =
   sendA({ type: 'ping', session_id: 'proto-1' })
   await a.next((f) => f.type === 'pong' && f.session_id === 'proto-1')
 
-  sendA({ type: 'chat', session_id: 'proto-1', content: 'use a tool', id: 'req-1' })
+  sendA({ type: 'chat', session_id: 'proto-1', content: 'use a tool', id: 'req-1', reasoning: true })
   const toolRun = await a.untilComplete()
-  t.same(toolRun.slice(0, 3).map((f) => f.content), ['thinking', 'tool_call', 'tool_result'])
+  t.same(toolRun.slice(0, 4).map((f) => [f.type, f.content]), [['status', 'thinking'], ['reasoning', 'Add them.'], ['status', 'tool_call'], ['status', 'tool_result']])
   t.match(toolRun.at(-1)!.metadata, { finish_reason: 'stop', request_id: 'req-1', usage: { prompt_tokens: 12, completion_tokens: 2 } })
+
+  sendA({ type: 'chat', session_id: 'proto-1', content: 'report progress' })
+  t.match((await a.next((f) => f.content === 'tool_progress')).metadata, { tool: 'progress_demo', progress: 1, total: 2 }, 'a tool reports progress (1.1)')
+  await a.untilComplete()
 
   sendA({ type: 'chat', session_id: 'proto-1', content: 'go slow' })
   await a.nextOfType('token')
@@ -90,6 +116,16 @@ t.test('/v1/protocol validates every frame of a whole conversation', async (t) =
   t.equal((await b.nextOfType('error')).metadata!.code, 'not_found')
   sendBob({ type: 'resume', session_id: 'proto-1', last_seq: 0 })
   t.equal((await bob.nextOfType('error')).metadata!.code, 'not_found', "another user's session id is unknown to bob (1.1)")
+
+  // 1.1: a queued run, then the last answer regenerated.
+  sendA({ type: 'chat', session_id: 'proto-2', content: 'go slow' })
+  await a.next((f) => f.type === 'token' && f.session_id === 'proto-2')
+  sendA({ type: 'chat', session_id: 'proto-2', content: 'after that', on_busy: 'enqueue', id: 'later' })
+  t.match((await a.next((f) => f.content === 'queued')).metadata, { position: 1, request_id: 'later' })
+  sendA({ type: 'cancel', session_id: 'proto-2' })
+  t.match((await a.next((f) => f.type === 'complete' && f.metadata?.request_id === 'later')).metadata, { finish_reason: 'error' }, 'the queued run ran')
+  sendA({ type: 'regenerate', session_id: 'proto-2', id: 'again' })
+  t.match((await a.next((f) => f.type === 'complete' && f.metadata?.request_id === 'again')).metadata, { finish_reason: 'error' })
 
   // Frames the server refuses are refused by the published schema too.
   const invalid: unknown[] = [

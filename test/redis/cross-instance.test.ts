@@ -141,7 +141,7 @@ t.test('runs of a dead instance end as interrupted, by the first instance that n
     const ref = { owner: p.user, id: sessionId, gen: opened.session.gen }
     refs.set(sessionId, ref)
     const runId = `ghost-${sessionId}`
-    await ghost.sessions.beginRun(ref, { runId, requestId: 'q-ghost', instanceId: 'ghost', leaseMs, userMessage: { role: 'user', content: 'hi' }, maxMessages: 50 })
+    await ghost.sessions.beginRun(ref, { runId, requestId: 'q-ghost', instanceId: 'ghost', leaseMs, input: { kind: 'message', message: { role: 'user', content: 'hi' } }, maxMessages: 50 })
     await ghost.sessions.append(ref, runId, { type: 'status', session_id: sessionId, content: 'thinking', metadata: { run_id: runId } })
     for (const text of ['Hel', 'lo']) await ghost.sessions.append(ref, runId, { type: 'token', session_id: sessionId, content: text, metadata: { run_id: runId } })
   }
@@ -225,6 +225,8 @@ t.test('a run ended elsewhere while its instance stalled stops at the next lease
   const ref = refOf((await other.sessions.get(p.user, 'stolen'))!)
   const interrupted = await other.sessions.finishRun(ref, {
     runId,
+    instanceId: 'other',
+    leaseMs: 60_000,
     event: { type: 'complete', session_id: 'stolen', content: 'Hel', metadata: { run_id: runId, finish_reason: 'interrupted' } },
     messages: [],
     maxMessages: 50,
@@ -234,6 +236,6 @@ t.test('a run ended elsewhere while its instance stalled stops at the next lease
   t.ok(request.closedByClient, 'the upstream request is closed when the renewal finds the run gone')
   await sleep(200)
   const held = await other.events.read(ref, 0)
-  t.equal(held.lastSeq, interrupted!.seq, 'nothing logged after the interruption (no cancelled, no second complete)')
+  t.equal(held.lastSeq, interrupted!.event.seq, 'nothing logged after the interruption (no cancelled, no second complete)')
   t.equal(onA.frames.filter((frame) => frame.type === 'complete').length, 1)
 })

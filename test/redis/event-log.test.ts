@@ -24,7 +24,7 @@ async function session(backend: Backend, id: string, owner = 'alice') {
   const opened = await backend.sessions.open(owner, id, 1000)
   if (opened.kind !== 'open') throw new Error('too many')
   const ref: SessionRef = { owner, id, gen: opened.session.gen }
-  await backend.sessions.beginRun(ref, { runId: RUN, instanceId: 'i', leaseMs: 60_000, userMessage: { role: 'user', content: 'hi' }, maxMessages: 10 })
+  await backend.sessions.beginRun(ref, { runId: RUN, instanceId: 'i', leaseMs: 60_000, input: { kind: 'message', message: { role: 'user', content: 'hi' } }, maxMessages: 10 })
   return {
     ref,
     append: async (text: string, via: Backend = backend): Promise<LoggedEvent> => {

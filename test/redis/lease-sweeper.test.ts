@@ -2,21 +2,22 @@ import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { LeaseSweeper } from '../../src/sessions/lease-sweeper.ts'
 import { createMemoryBackend } from '../../src/store/memory/index.ts'
-import type { ActiveRun, Backend, SessionRef } from '../../src/store/types.ts'
+import type { ActiveRun, Backend, SessionRef, StartedRun } from '../../src/store/types.ts'
 import { redisBackend, useRedis } from '../helpers/redis.ts'
 
 const userMessage = { role: 'user' as const, content: 'hi' }
+const input = { kind: 'message' as const, message: userMessage }
 
 /** Records a run of another instance after an earlier one: thinking, then tokens. */
 async function ghostRun(backend: Backend, id: string, leaseMs: number, requestId?: string): Promise<{ ref: SessionRef; active: ActiveRun }> {
   const opened = await backend.sessions.open('alice', id, 100)
   if (opened.kind !== 'open') throw new Error('too many')
   const ref = { owner: 'alice', id, gen: opened.session.gen }
-  await backend.sessions.beginRun(ref, { runId: 'earlier', instanceId: 'ghost', leaseMs: 60_000, userMessage, maxMessages: 50 })
+  await backend.sessions.beginRun(ref, { runId: 'earlier', instanceId: 'ghost', leaseMs: 60_000, input, maxMessages: 50 })
   await backend.sessions.append(ref, 'earlier', { type: 'token', session_id: id, content: 'before', metadata: { run_id: 'earlier' } })
   await backend.sessions.releaseRun(ref, 'earlier')
   const runId = `ghost-${id}`
-  await backend.sessions.beginRun(ref, { runId, instanceId: 'ghost', leaseMs, userMessage, maxMessages: 50, ...(requestId ? { requestId } : {}) })
+  await backend.sessions.beginRun(ref, { runId, instanceId: 'ghost', leaseMs, input, maxMessages: 50, ...(requestId ? { requestId } : {}) })
   await backend.sessions.append(ref, runId, { type: 'status', session_id: id, content: 'thinking', metadata: { run_id: runId } })
   for (const text of ['Hel', 'lo']) await backend.sessions.append(ref, runId, { type: 'token', session_id: id, content: text, metadata: { run_id: runId } })
   return { ref, active: (await backend.sessions.activeRun(ref))! }
@@ -49,15 +50,19 @@ function watched(backend: Backend) {
 function sweeperFor(backend: Backend, options: { local?: string; intervalMs?: number } = {}) {
   const warnings: Array<{ msg: string | undefined; obj: unknown }> = []
   let interrupted = 0
+  const started: Array<{ ref: SessionRef; next: StartedRun }> = []
   const sweeper = new LeaseSweeper({
     backend,
     intervalMs: options.intervalMs ?? 60_000,
     historyMaxMessages: 50,
     runsHere: (ref) => ref.id === options.local,
     onInterrupted: () => void interrupted++,
+    startNext: (ref, next) => void started.push({ ref, next }),
+    instanceId: 'sweeper',
+    leaseMs: 60_000,
     log: { warn: (obj: unknown, msg?: string) => void warnings.push({ obj, msg }) },
   })
-  return { sweeper, warnings, interrupted: () => interrupted }
+  return { sweeper, warnings, started, interrupted: () => interrupted }
 }
 
 t.test('a sweep ends the runs whose lease expired, and only those', async (t) => {
@@ -119,7 +124,7 @@ t.test('endIfExpired: true once the run is over, whoever ended it; false while i
   // The tokens were not this run's: nothing of it to keep.
   const silentActive = { ...silent.active, runId: 'ghost-silent' }
   await backend.sessions.releaseRun(silent.ref, silent.active.runId)
-  await backend.sessions.beginRun(silent.ref, { runId: 'quiet', instanceId: 'ghost', leaseMs: 50, userMessage, maxMessages: 50 })
+  await backend.sessions.beginRun(silent.ref, { runId: 'quiet', instanceId: 'ghost', leaseMs: 50, input, maxMessages: 50 })
   const quiet = (await backend.sessions.activeRun(silent.ref))!
   await sleep(60)
   t.equal(await sweeper.endIfExpired(silent.ref, silentActive), true, 'not that run any more')
@@ -192,4 +197,36 @@ t.test('on the memory backend: nothing to sweep; endIfExpired works the same', a
   t.equal(await sweeper.endIfExpired(run.ref, run.active), true)
   t.match(JSON.parse((await backend.events.read(run.ref, 4)).events[0]!.frame), { content: 'Hello', metadata: { finish_reason: 'interrupted' } })
   t.equal(warnings.length, 1)
+})
+
+t.test('a run ended here with a queued successor: the successor becomes active, held by this instance, and starts here', async (t) => {
+  const memory = createMemoryBackend({ ttlSeconds: 60, maxEvents: 100 })
+  t.teardown(() => memory.close())
+  const r = await useRedis(t)
+  for (const backend of r ? [memory, await redisBackend(t, r)] : [memory]) {
+    const { sweeper, started, warnings } = sweeperFor(backend)
+    const ghost = await ghostRun(backend, `queued-${backend.kind}`, 20)
+    const next = { role: 'user' as const, content: 'next one' }
+    const queued = await backend.sessions.beginRun(ghost.ref, {
+      runId: 'successor',
+      requestId: 'q-next',
+      instanceId: 'elsewhere',
+      leaseMs: 60_000,
+      input: { kind: 'message', message: next },
+      maxMessages: 50,
+      onBusy: 'enqueue',
+      maxQueued: 1,
+    })
+    t.match(queued, { kind: 'queued', position: 1 }, backend.kind)
+    await sleep(40)
+    t.equal(await sweeper.endIfExpired(ghost.ref, ghost.active), true)
+    t.equal(warnings.length, 1)
+    t.same(started, [
+      {
+        ref: ghost.ref,
+        next: { runId: 'successor', requestId: 'q-next', startAfterSeq: 5, history: [userMessage, userMessage, { role: 'assistant', content: 'Hello' }], userMessage: next },
+      },
+    ], `${backend.kind}: startNext got the successor, after the interrupted run's complete`)
+    t.match(await backend.sessions.activeRun(ghost.ref), { runId: 'successor', instanceId: 'sweeper', startAfterSeq: 5 }, 'held by the instance that ended its predecessor')
+  }
 })

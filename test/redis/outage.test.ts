@@ -20,7 +20,7 @@ async function session(backend: Backend, id: string, gen?: string): Promise<Sess
   const opened = await backend.sessions.open('alice', id, 10)
   if (opened.kind !== 'open') throw new Error('too many')
   const ref = { owner: 'alice', id, gen: opened.session.gen }
-  await backend.sessions.beginRun(ref, { runId: 'r', instanceId: 'i', leaseMs: 60_000, userMessage: { role: 'user', content: 'hi' }, maxMessages: 10 })
+  await backend.sessions.beginRun(ref, { runId: 'r', instanceId: 'i', leaseMs: 60_000, input: { kind: 'message', message: { role: 'user', content: 'hi' } }, maxMessages: 10 })
   return ref
 }
 

@@ -5,6 +5,9 @@ import { serializeEvent } from '../../src/protocol/serialize.ts'
 import type { Backend, BeginRun, FinishRun, HistoryMessage, SessionRef } from '../../src/store/types.ts'
 import { leasesKey, sessionKeys, userSessionsKey } from '../../src/store/redis/keys.ts'
 import { closeBackend, redisBackend, useRedis } from '../helpers/redis.ts'
+import { LuaScript } from '../../src/store/redis/scripts.ts'
+import { randomUUID } from 'node:crypto'
+import type { Redis } from 'ioredis'
 
 const user = (content: string): HistoryMessage => ({ role: 'user', content })
 const assistant = (content: string): HistoryMessage => ({ role: 'assistant', content })
@@ -13,7 +16,7 @@ const run = (runId: string, extra: Partial<BeginRun> = {}): BeginRun => ({
   runId,
   instanceId: 'instance-a',
   leaseMs: 10_000,
-  userMessage: user(`u-${runId}`),
+  input: { kind: 'message', message: user(`u-${runId}`) },
   maxMessages: 100,
   ...extra,
 })
@@ -28,6 +31,8 @@ const token = (sessionId: string, runId: string, content = 'x'): UnsequencedRunE
 
 const finish = (ref: SessionRef, runId: string, extra: Partial<FinishRun> = {}): FinishRun => ({
   runId,
+  instanceId: 'instance-a',
+  leaseMs: 10_000,
   event: complete(ref.id, runId),
   messages: [],
   maxMessages: 100,
@@ -102,9 +107,10 @@ t.test('open: at most maxSessions per owner; deleted ones do not count', async (
   await backend.sessions.delete(a)
   t.equal((await backend.sessions.open('alice', 'c', 2)).kind, 'open', 'a deleted session frees its place')
   t.same(await backend.sessions.open('alice', 'd', 2), { kind: 'too_many' })
-  // Entries older than the TTL (sessions neither opened nor read since) age out of the count.
-  await r.redis.zadd(userSessionsKey(r.prefix, 'alice'), '1', 'b')
+  // A session whose keys expired stays listed (the list is in another slot) until the cap is hit.
+  await r.redis.del(sessionKeys(r.prefix, { owner: 'alice', id: 'b', gen: '' }).meta)
   t.equal((await backend.sessions.open('alice', 'd', 2)).kind, 'open', 'an expired one frees its place too')
+  t.same((await r.redis.zrange(userSessionsKey(r.prefix, 'alice'), '0', '-1')).sort(), ['c', 'd'], 'and is pruned from the list')
 })
 
 t.test('beginRun: started with the history, busy, duplicate request ids (the last 256), gone', async (t) => {
@@ -116,7 +122,7 @@ t.test('beginRun: started with the history, busy, duplicate request ids (the las
   const ref = await open(backend, 'alice', 's')
   t.same(await sessions.beginRun({ ...ref, gen: 'other' }, run('r0')), { kind: 'gone' }, 'another generation: gone')
   t.equal(await sessions.activeRun(ref), null)
-  t.same(await sessions.beginRun(ref, run('r1', { requestId: 'q1' })), { kind: 'started', startAfterSeq: 0, history: [] })
+  t.same(await sessions.beginRun(ref, run('r1', { requestId: 'q1' })), { kind: 'started', runId: 'r1', requestId: 'q1', startAfterSeq: 0, history: [], userMessage: user('u-r1') })
   const active = await sessions.activeRun(ref)
   t.match(active, { runId: 'r1', requestId: 'q1', instanceId: 'instance-a', startAfterSeq: 0 })
   t.ok(active!.leaseExpiresAt > Date.now() + 5000, 'leased for leaseMs')
@@ -129,7 +135,7 @@ t.test('beginRun: started with the history, busy, duplicate request ids (the las
   await sessions.append(ref, 'r1', token('s', 'r1'))
   t.ok(await sessions.finishRun(ref, finish(ref, 'r1', { messages: [assistant('a-r1')] })))
   t.same(await sessions.beginRun(ref, run('r2', { requestId: 'q1' })), { kind: 'duplicate', runId: 'r1', startAfterSeq: 0 }, 'ended runs stay known')
-  t.same(await sessions.beginRun(ref, run('r2', { requestId: 'q2' })), { kind: 'started', startAfterSeq: 2, history: [user('u-r1'), assistant('a-r1')] })
+  t.same(await sessions.beginRun(ref, run('r2', { requestId: 'q2', reasoning: true })), { kind: 'started', runId: 'r2', requestId: 'q2', startAfterSeq: 2, history: [user('u-r1'), assistant('a-r1')], userMessage: user('u-r2'), reasoning: true })
   t.equal(await sessions.releaseRun(ref, 'r2'), true)
 
   for (let i = 3; i <= 257; i++) {
@@ -188,7 +194,7 @@ t.test('writes of a run are fenced: refused once another finish, release or dele
 
   const next = await open(a, 'alice', 's')
   t.not(next.gen, ref.gen)
-  t.same(await a.sessions.beginRun(next, run('r3')), { kind: 'started', startAfterSeq: 0, history: [] }, 'nothing of the old generation')
+  t.same(await a.sessions.beginRun(next, run('r3')), { kind: 'started', runId: 'r3', startAfterSeq: 0, history: [], userMessage: user('u-r3') }, 'nothing of the old generation')
   t.equal(await a.sessions.append(ref, 'r3', token('s', 'r3')), null, 'the old generation’s run cannot write into the new one')
   t.same(await a.events.read(next, 0), { events: [], gone: false, lastSeq: 0 }, 'the new generation does not see the old events')
   t.equal((await a.sessions.append(next, 'r3', token('s', 'r3')))?.seq, 1, 'its seqs start again')
@@ -210,14 +216,14 @@ t.test('finishRun logs the final event, stores the messages and ends the run in 
   t.equal((await events.read(ref, 0)).lastSeq, 1, 'nothing appended by refusals')
   t.same((await sessions.get('alice', 's'))?.messages, [user('u-r1')], 'nor stored')
   const logged = await sessions.finishRun(ref, finish(ref, 'r1', { ifLeaseExpired: true, ifLastSeq: 1, messages: [assistant('one'), assistant('two')], maxMessages: 2 }))
-  t.same(logged, { seq: 2, frame: serializeEvent(complete('s', 'r1'), 2) })
+  t.same(logged, { event: { seq: 2, frame: serializeEvent(complete('s', 'r1'), 2) }, next: null })
   t.equal(await sessions.activeRun(ref), null, 'and the session is free')
   t.same((await sessions.get('alice', 's'))?.messages, [assistant('one'), assistant('two')], 'messages stored, trimmed to maxMessages')
   t.equal(await sessions.finishRun(ref, finish(ref, 'r1', { ifLeaseExpired: true })), null, 'only once')
-  t.same((await events.read(ref, 1)).events, [logged])
+  t.same((await events.read(ref, 1)).events, [logged!.event])
 
   await sessions.beginRun(ref, run('r2'))
-  t.same(await sessions.finishRun(ref, finish(ref, 'r2')), { seq: 3, frame: serializeEvent(complete('s', 'r2'), 3) }, 'no conditions, no messages')
+  t.same(await sessions.finishRun(ref, finish(ref, 'r2')), { event: { seq: 3, frame: serializeEvent(complete('s', 'r2'), 3) }, next: null }, 'no conditions, no messages')
   t.same((await sessions.get('alice', 's'))?.messages, [assistant('one'), assistant('two'), user('u-r2')])
 })
 
@@ -315,4 +321,29 @@ t.test('close is idempotent, and closes its connection once the log and bus have
   await backend.close()
   await backend.close()
   await t.rejects(backend.sessions.ping(), 'closed')
+})
+
+t.test('LuaScript: EVALSHA, EVAL when Redis does not know the script yet; other errors are thrown', async (t) => {
+  const r = await useRedis(t)
+  if (!r) return
+  // A script of its own (a fresh sha): Redis has never seen it.
+  const echo = new LuaScript(`return {KEYS[1], ARGV[1], '${randomUUID()}'}`)
+  const calls: string[] = []
+  const spied = new Proxy(r.redis, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target) as unknown
+      if (property === 'evalsha' || property === 'eval') calls.push(property)
+      return typeof value === 'function' ? value.bind(target) : value
+    },
+  })
+  t.match(await echo.run(spied, ['k'], ['a']), ['k', 'a'])
+  t.same(calls, ['evalsha', 'eval'], 'unknown: NOSCRIPT, then EVAL (which loads it)')
+  t.match(await echo.run(spied, ['k'], [2]), ['k', '2'])
+  t.same(calls, ['evalsha', 'eval', 'evalsha'], 'known from then on')
+
+  const failing = new LuaScript(`return redis.error_reply('boom ${randomUUID()}')`)
+  await t.rejects(failing.run(r.redis, [], []), /boom/, 'an error of the script, on EVAL')
+  await t.rejects(failing.run(r.redis, [], []), /boom/, 'and on EVALSHA: not taken for NOSCRIPT')
+  const odd = { evalsha: async () => Promise.reject('not an Error') } as unknown as Redis
+  t.equal(await echo.run(odd, [], []).catch((err: unknown) => err), 'not an Error', 'whatever else is thrown passes through')
 })

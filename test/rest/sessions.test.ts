@@ -55,12 +55,15 @@ t.test('the owner gets the history as a chat shows it', async (t) => {
   addFormats.default(ajv)
   const valid = ajv.compile(SessionView)
   t.ok(valid(body), `matches the documented schema ${JSON.stringify(valid.errors)}`)
-  t.same(body.messages, [
+  t.same(body.messages.map(({ id: _id, ...message }: { id: string }) => message), [
     { role: 'user', content: 'what is 2+3?' },
-    { role: 'assistant', content: first.content },
+    { role: 'assistant', content: first.content, run_id: first.metadata?.run_id },
     { role: 'user', content: 'again please' },
-    { role: 'assistant', content: second.content },
-  ], 'tool plumbing left out; each answer equals its complete.content')
+    { role: 'assistant', content: second.content, run_id: second.metadata?.run_id },
+  ], 'tool plumbing left out; each answer equals its complete.content, with the run that produced it')
+  t.equal(new Set(body.messages.map((message: { id: string }) => message.id)).size, 4, 'each message has an id of its own')
+  t.equal(body.active_run, null)
+  t.same(body.pending, [])
   t.equal(body.session_id, 'chat-1')
   for (const stamp of [body.created_at, body.updated_at]) t.match(stamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/)
   t.ok(Date.parse(body.created_at) >= before - 1 && Date.parse(body.updated_at) >= Date.parse(body.created_at))
@@ -143,14 +146,15 @@ t.test('visible messages', async (t) => {
       { role: 'user', content: 'time?' },
       { role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function', function: { name: 'get_current_time', arguments: '{}' } }] },
       { role: 'tool', tool_call_id: 'c', content: '"12:00"' },
-      { role: 'assistant', content: 'Noon.' },
-      { role: 'user', content: 'thanks' },
+      { id: 'a1', role: 'assistant', content: 'Noon.', run_id: 'r1' },
+      { id: 'u2', role: 'user', content: 'thanks' },
       { role: 'assistant', content: '' },
     ]),
     [
-      { role: 'user', content: 'time?' },
-      { role: 'assistant', content: 'Noon.' },
-      { role: 'user', content: 'thanks' },
+      { id: 'm1', role: 'user', content: 'time?' },
+      { id: 'a1', role: 'assistant', content: 'Noon.', run_id: 'r1' },
+      { id: 'u2', role: 'user', content: 'thanks' },
     ],
+    'a message stored before ids existed gets one from its place',
   )
 })

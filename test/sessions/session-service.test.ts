@@ -151,11 +151,21 @@ interface CoreOptions {
 function core(t: Teardown, model: ModelClient, options: CoreOptions = {}) {
   const backend = options.backend ?? memory()
   const log = options.log ?? logs().log
-  const config: ExecutorConfig = { systemPrompt: 'sys', historyMaxMessages: 50, resumeGraceMs: 0, maxToolRounds: 2, leaseMs: 10_000, ...options.config }
+  const instanceId = randomUUID()
+  const config: ExecutorConfig = { instanceId, systemPrompt: 'sys', historyMaxMessages: 50, resumeGraceMs: 0, maxToolRounds: 2, leaseMs: 10_000, ...options.config }
   const subscriptions = new Subscriptions({ backend, log, refreshMs: options.refreshMs ?? 60_000 })
   const executor = new RunExecutor({ backend, model, tools: createToolRegistry(options.tools ?? []), config, logger: log, subscriptions, observer: options.observer })
   const leases = options.leases
-    ? new LeaseSweeper({ backend, intervalMs: 60_000, historyMaxMessages: 50, runsHere: (ref, runId) => executor.isLocal(ref, runId), log })
+    ? new LeaseSweeper({
+        backend,
+        intervalMs: 60_000,
+        historyMaxMessages: 50,
+        runsHere: (ref, runId) => executor.isLocal(ref, runId),
+        startNext: (ref, next) => executor.startNext(ref, next),
+        instanceId: config.instanceId,
+        leaseMs: config.leaseMs,
+        log,
+      })
     : undefined
   const service = new SessionService({
     backend,
@@ -164,10 +174,11 @@ function core(t: Teardown, model: ModelClient, options: CoreOptions = {}) {
     leases,
     observer: options.observer,
     config: {
-      instanceId: randomUUID(),
+      instanceId: config.instanceId,
       leaseMs: config.leaseMs,
       historyMaxMessages: 50,
       maxSessionsPerUser: options.maxSessionsPerUser ?? 100,
+      maxQueuedRuns: 4,
       busyRetryAfterMs: 500,
     },
   })
@@ -193,7 +204,7 @@ async function ghostRun(backend: Backend, owner: string, id: string, leaseMs: nu
   if (opened.kind !== 'open') throw new Error('too many')
   const ref = { owner, id, gen: opened.session.gen }
   const runId = `ghost-${randomUUID()}`
-  const begun = await backend.sessions.beginRun(ref, { runId, instanceId: 'ghost', leaseMs, userMessage, maxMessages: 50 })
+  const begun = await backend.sessions.beginRun(ref, { runId, instanceId: 'ghost', leaseMs, input: { kind: 'message', message: userMessage }, maxMessages: 50 })
   if (begun.kind !== 'started') throw new Error(`ghost run not started: ${begun.kind}`)
   await backend.sessions.append(ref, runId, { type: 'status', session_id: id, content: 'thinking', metadata: { run_id: runId } })
   await backend.sessions.append(ref, runId, { type: 'token', session_id: id, content: 'half ', metadata: { run_id: runId } })
@@ -810,6 +821,8 @@ t.test('history that starts with orphaned tool results is trimmed before the mod
   const { ref, runId } = await ghostRun(backend, 'alice', 's', 60_000, { role: 'tool', content: 'result', tool_call_id: 'c1' })
   await backend.sessions.finishRun(ref, {
     runId,
+    instanceId: 'ghost',
+    leaseMs: 60_000,
     event: { type: 'complete', session_id: 's', content: '', metadata: { run_id: runId, finish_reason: 'stop' } },
     messages: [],
     maxMessages: 50,
@@ -825,6 +838,8 @@ t.test('history that starts with orphaned tool results is trimmed before the mod
   const mixed = await ghostRun(backend, 'alice', 't', 60_000, { role: 'tool', content: 'result', tool_call_id: 'c1' })
   await backend.sessions.finishRun(mixed.ref, {
     runId: mixed.runId,
+    instanceId: 'ghost',
+    leaseMs: 60_000,
     event: { type: 'complete', session_id: 't', content: 'x', metadata: { run_id: mixed.runId, finish_reason: 'stop' } },
     messages: [{ role: 'assistant', content: 'x' }],
     maxMessages: 50,

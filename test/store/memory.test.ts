@@ -18,12 +18,14 @@ const run = (runId: string, extra: Partial<BeginRun> = {}): BeginRun => ({
   runId,
   instanceId: 'i1',
   leaseMs: 1000,
-  userMessage: user(`u-${runId}`),
+  input: { kind: 'message', message: user(`u-${runId}`) },
   maxMessages: 100,
   ...extra,
 })
 const finish = (ref: SessionRef, runId: string, extra: Partial<FinishRun> = {}): FinishRun => ({
   runId,
+  instanceId: 'i1',
+  leaseMs: 1000,
   event: complete(ref.id, runId),
   messages: [assistant(`a-${runId}`)],
   maxMessages: 100,
@@ -64,7 +66,7 @@ t.test('MemorySessionStore: open, get, owners, touch, expiresIn, delete', async 
   t.teardown(() => store.close())
   t.equal(await store.get('alice', 's1'), null)
   const created = await store.open('alice', 's1', 10)
-  t.same(created, { kind: 'open', session: { owner: 'alice', id: 's1', gen: '1', messages: [], createdAt: time.now, updatedAt: time.now, active: null } })
+  t.same(created, { kind: 'open', session: { owner: 'alice', id: 's1', gen: '1', title: '', messages: [], createdAt: time.now, updatedAt: time.now, active: null } })
   const ref = await opened(store, 'alice', 's1')
   t.same(ref, { owner: 'alice', id: 's1', gen: '1' }, 'opening again gets the same generation')
   t.same(await store.get('alice', 's1'), (created as { session: SessionRecord }).session)
@@ -117,7 +119,7 @@ t.test('MemorySessionStore: runs, history, idempotency keys, leases', async (t) 
   const ref = await opened(store, 'alice', 's1')
   t.same(await store.beginRun({ ...ref, gen: 'other' }, run('r0')), { kind: 'gone' }, 'another generation: gone')
   t.equal(await store.activeRun(ref), null)
-  t.same(await store.beginRun(ref, run('r1', { requestId: 'q1' })), { kind: 'started', startAfterSeq: 0, history: [] })
+  t.same(await store.beginRun(ref, run('r1', { requestId: 'q1' })), { kind: 'started', runId: 'r1', requestId: 'q1', startAfterSeq: 0, history: [], userMessage: user('u-r1') })
   t.same(await store.activeRun(ref), { runId: 'r1', requestId: 'q1', instanceId: 'i1', startAfterSeq: 0, leaseExpiresAt: time.now + 1000 })
   t.same((await store.get('alice', 's1'))?.messages, [user('u-r1')], 'the user message is stored with the start')
   t.match(await store.get('alice', 's1'), { active: { runId: 'r1' } })
@@ -141,7 +143,7 @@ t.test('MemorySessionStore: runs, history, idempotency keys, leases', async (t) 
   time.now += 1001
   t.equal(await store.finishRun(ref, finish(ref, 'r1', { ifLeaseExpired: true, ifLastSeq: 0 })), null, 'the log moved on')
   t.equal(log.lastSeq(ref), 1)
-  t.same(await store.finishRun(ref, finish(ref, 'r1', { ifLeaseExpired: true, ifLastSeq: 1 })), { seq: 2, frame: serializeEvent(complete('s1', 'r1'), 2) })
+  t.same(await store.finishRun(ref, finish(ref, 'r1', { ifLeaseExpired: true, ifLastSeq: 1 })), { event: { seq: 2, frame: serializeEvent(complete('s1', 'r1'), 2) }, next: null })
   t.equal(await store.activeRun(ref), null, 'the session is free')
   const record = (await store.get('alice', 's1'))!
   t.same(record.messages, [user('u-r1'), assistant('a-r1')], 'the run’s messages are stored with its complete')
@@ -150,7 +152,7 @@ t.test('MemorySessionStore: runs, history, idempotency keys, leases', async (t) 
   t.equal((await store.get('alice', 's1'))!.messages.length, 2, 'callers get copies')
 
   t.same(await store.beginRun(ref, run('r4', { requestId: 'q1' })), { kind: 'duplicate', runId: 'r1', startAfterSeq: 0 }, 'remembered after the run ended')
-  t.same(await store.beginRun(ref, run('r5')), { kind: 'started', startAfterSeq: 2, history: [user('u-r1'), assistant('a-r1')] }, 'the history before this run’s message')
+  t.same(await store.beginRun(ref, run('r5', { reasoning: true })), { kind: 'started', runId: 'r5', startAfterSeq: 2, history: [user('u-r1'), assistant('a-r1')], userMessage: user('u-r5'), reasoning: true }, 'the history before this run’s message')
   t.equal(await store.releaseRun(ref, 'other'), false)
   t.equal(await store.releaseRun(ref, 'r5'), true, 'released without logging anything')
   t.equal(await store.releaseRun(ref, 'r5'), false)
@@ -200,7 +202,7 @@ t.test('MemorySessionStore: a run’s writes are refused once another finish, re
   // The same id again: a new generation, whose log starts from nothing.
   const next = await opened(store, 'alice', 's')
   t.not(next.gen, ref.gen)
-  t.same(await store.beginRun(next, run('r3')), { kind: 'started', startAfterSeq: 0, history: [] }, 'nothing of the old generation')
+  t.same(await store.beginRun(next, run('r3')), { kind: 'started', runId: 'r3', startAfterSeq: 0, history: [], userMessage: user('u-r3') }, 'nothing of the old generation')
   t.equal(await store.append(ref, 'r3', token('s', 'late')), null, 'the old generation’s run cannot write into the new one')
   t.same(await log.read(next, 0), { events: [], gone: false, lastSeq: 0 })
   t.equal((await store.append(next, 'r3', token('s', 'new')))?.seq, 1)
@@ -462,4 +464,49 @@ t.test('MemoryControlBus and createMemoryBackend', async (t) => {
   await backend.close()
   await backend.close()
   t.equal(await backend.sessions.get('alice', 's'), null, 'closed: forgotten')
+})
+
+t.test('MemorySessionStore.list: ties broken by id, so the cursor is exact; expired sessions are not listed', async (t) => {
+  const time = clock()
+  const { store } = memory({ ttlSeconds: 10, now: time.fn })
+  t.teardown(() => store.close())
+  for (const id of ['b', 'd', 'a', 'c']) await opened(store, 'alice', id)
+  time.now += 1000
+  const old = await opened(store, 'alice', 'old')
+  await store.beginRun(old, run('r1'))
+  await store.releaseRun(old, 'r1')
+  time.now -= 1000
+  const page = async (limit: number, cursor?: string) => {
+    const listed = await store.list('alice', limit, cursor)
+    return { ids: listed.sessions.map((session) => session.id), cursor: listed.nextCursor }
+  }
+  const first = await page(2)
+  t.same(first.ids, ['old', 'd'], 'the newest first; equal times by id, descending')
+  const second = await page(2, first.cursor)
+  t.same(second.ids, ['c', 'b'], 'the cursor resumes exactly after d')
+  t.same(await page(2, second.cursor), { ids: ['a'], cursor: undefined })
+  t.same((await store.list('alice', 10, undefined)).sessions[0], { id: 'old', title: '', createdAt: time.now + 1000, updatedAt: time.now + 1000, activeRunId: null })
+  time.now += 10_500
+  t.same((await page(10)).ids, ['old'], 'the others expired: not listed (and forgotten)')
+  t.equal(await store.get('alice', 'a'), null)
+})
+
+t.test('MemorySessionStore: a queued run remembers its request id once; it starts with the finishing instance’s lease', async (t) => {
+  const time = clock()
+  const { store } = memory({ now: time.fn })
+  t.teardown(() => store.close())
+  const ref = await opened(store, 'alice', 's')
+  await store.beginRun(ref, run('r1'))
+  t.same(await store.beginRun(ref, run('r2', { requestId: 'q2', onBusy: 'enqueue', maxQueued: 1 })), { kind: 'queued', runId: 'r2', position: 1, startAfterSeq: 0 }, 'no queued event asked for: none logged')
+  time.now += 100
+  const finished = await store.finishRun(ref, finish(ref, 'r1', { instanceId: 'i9', leaseMs: 5000 }))
+  t.same(finished?.next, { runId: 'r2', requestId: 'q2', startAfterSeq: 1, history: [user('u-r1'), assistant('a-r1')], userMessage: user('u-r2') })
+  t.same(await store.activeRun(ref), { runId: 'r2', requestId: 'q2', instanceId: 'i9', startAfterSeq: 1, leaseExpiresAt: time.now + 5000 })
+  t.same((await store.beginRun(ref, run('r3', { requestId: 'q2' }))), { kind: 'duplicate', runId: 'r2', startAfterSeq: 1 })
+  // The queued run's maxMessages applies when it starts.
+  await store.finishRun(ref, finish(ref, 'r2'))
+  await store.beginRun(ref, run('r3'))
+  await store.beginRun(ref, run('r4', { onBusy: 'interrupt', maxQueued: 1, maxMessages: 2 }))
+  await store.finishRun(ref, finish(ref, 'r3', { messages: [] }))
+  t.same((await store.get('alice', 's'))!.messages, [user('u-r3'), user('u-r4')], 'trimmed to the queued run’s maxMessages')
 })

@@ -5,14 +5,20 @@ import type {
   BeginRunResult,
   ExpiredLease,
   FinishRun,
+  Finished,
   HistoryMessage,
   LoggedEvent,
   OpenResult,
+  SessionPage,
   SessionRecord,
   SessionRef,
   SessionStore,
+  SessionSummary,
+  StartedRun,
 } from '../types.ts'
 import type { MemoryEventLog } from './event-log.ts'
+import { applyRunInput, inputApplies } from '../run-input.ts'
+import { decodeCursor, encodeCursor, withPosition } from '../session-list.ts'
 
 /** Idempotency keys remembered per session; older ones are forgotten first. */
 export const REQUEST_IDS_KEPT = 256
@@ -25,10 +31,15 @@ interface MemorySession {
   updatedAt: number
   /** The TTL counts from here: the last run, resume or REST read (§5). */
   touchedAt: number
+  title: string
   active: ActiveRun | null
+  /** Runs waiting behind the active one, first in line first. */
+  queue: QueuedRun[]
   requests: Map<string, { runId: string; startAfterSeq: number }>
   watchers: Set<string>
 }
+
+type QueuedRun = Pick<BeginRun, 'runId' | 'requestId' | 'input' | 'reasoning' | 'maxMessages' | 'title'>
 
 export interface MemoryStoreOptions {
   ttlSeconds: number
@@ -106,7 +117,9 @@ export class MemorySessionStore implements SessionStore {
       createdAt: now,
       updatedAt: now,
       touchedAt: now,
+      title: '',
       active: null,
+      queue: [],
       requests: new Map(),
       watchers: new Set(),
     }
@@ -141,24 +154,58 @@ export class MemorySessionStore implements SessionStore {
       const seen = session.requests.get(run.requestId)
       if (seen) return { kind: 'duplicate', ...seen }
     }
-    if (session.active) return { kind: 'busy', active: { ...session.active } }
+    if (session.active) return this.#enqueue(ref, session, run)
+    const started = this.#start(ref, session, run, run.instanceId, run.leaseMs)
+    return started ? { kind: 'started', ...started } : { kind: 'no_message' }
+  }
+
+  /** Behind the active run, or first in line (interrupt); its `status:queued` logged at once. */
+  #enqueue(ref: SessionRef, session: MemorySession, run: BeginRun): BeginRunResult {
+    const active = session.active as ActiveRun
+    if (!run.onBusy || run.onBusy === 'reject' || session.queue.length >= (run.maxQueued ?? 0)) return { kind: 'busy', active: { ...active } }
+    if (!inputApplies(session.messages, run.input)) return { kind: 'no_message' }
+    const queued: QueuedRun = { runId: run.runId, requestId: run.requestId, input: run.input, reasoning: run.reasoning, maxMessages: run.maxMessages, title: run.title }
+    const position = run.onBusy === 'interrupt' ? 1 : session.queue.length + 1
+    session.queue.splice(position - 1, 0, queued)
+    const startAfterSeq = this.#log.lastSeq(ref)
+    this.#remember(session, run.requestId, run.runId, startAfterSeq)
+    if (run.queuedEvent) this.#log.append(ref, withPosition(run.queuedEvent, position))
+    return { kind: 'queued', runId: run.runId, position, startAfterSeq }
+  }
+
+  /** Makes the run active and applies its input to the history; null when its input names nothing. */
+  #start(ref: SessionRef, session: MemorySession, run: QueuedRun, instanceId: string, leaseMs: number): StartedRun | null {
+    const applied = applyRunInput(session.messages, run.input)
+    if (!applied) return null
     const now = this.#now()
     const startAfterSeq = this.#log.lastSeq(ref)
     session.active = {
       runId: run.runId,
-      instanceId: run.instanceId,
+      instanceId,
       startAfterSeq,
-      leaseExpiresAt: now + run.leaseMs,
+      leaseExpiresAt: now + leaseMs,
       ...(run.requestId === undefined ? {} : { requestId: run.requestId }),
     }
-    if (run.requestId !== undefined) {
-      session.requests.set(run.requestId, { runId: run.runId, startAfterSeq })
-      if (session.requests.size > REQUEST_IDS_KEPT) session.requests.delete(session.requests.keys().next().value as string)
-    }
-    const history = structuredClone(session.messages)
-    appendTrimmed(session.messages, [run.userMessage], run.maxMessages)
+    this.#remember(session, run.requestId, run.runId, startAfterSeq)
+    // The caller's title, as on Redis (a regenerate brings none: the title stays).
+    if (applied.history.length === 0 && run.title) session.title = run.title
+    session.messages = structuredClone(applied.messages)
+    if (session.messages.length > run.maxMessages) session.messages.splice(0, session.messages.length - run.maxMessages)
     session.updatedAt = session.touchedAt = now
-    return { kind: 'started', startAfterSeq, history }
+    return {
+      runId: run.runId,
+      startAfterSeq,
+      history: structuredClone(applied.history),
+      userMessage: structuredClone(applied.userMessage),
+      ...(run.requestId === undefined ? {} : { requestId: run.requestId }),
+      ...(run.reasoning ? { reasoning: true } : {}),
+    }
+  }
+
+  #remember(session: MemorySession, requestId: string | undefined, runId: string, startAfterSeq: number): void {
+    if (requestId === undefined) return
+    session.requests.set(requestId, { runId, startAfterSeq })
+    if (session.requests.size > REQUEST_IDS_KEPT) session.requests.delete(session.requests.keys().next().value as string)
   }
 
   async activeRun(ref: SessionRef): Promise<ActiveRun | null> {
@@ -181,17 +228,42 @@ export class MemorySessionStore implements SessionStore {
     return Boolean(active)
   }
 
-  async finishRun(ref: SessionRef, finish: FinishRun): Promise<LoggedEvent | null> {
+  async finishRun(ref: SessionRef, finish: FinishRun): Promise<Finished | null> {
     const session = this.#holder(ref, finish.runId)
     const now = this.#now()
     if (!session?.active) return null
     if (finish.ifLeaseExpired && session.active.leaseExpiresAt > now) return null
     if (finish.ifLastSeq !== undefined && this.#log.lastSeq(ref) !== finish.ifLastSeq) return null
-    const logged = this.#log.append(ref, finish.event)
+    const event = this.#log.append(ref, finish.event)
     appendTrimmed(session.messages, finish.messages, finish.maxMessages)
     session.active = null
     session.updatedAt = session.touchedAt = now
-    return logged
+    let next: StartedRun | null = null
+    // The first queued run whose input still applies (an edited message may be gone by now).
+    while (!next && session.queue.length > 0) next = this.#start(ref, session, session.queue.shift() as QueuedRun, finish.instanceId, finish.leaseMs)
+    return { event, next }
+  }
+
+  async clearQueue(ref: SessionRef): Promise<number> {
+    const session = this.#live(ref)
+    const dropped = session?.queue.length ?? 0
+    if (session) session.queue = []
+    return dropped
+  }
+
+  async list(owner: string, limit: number, cursor: string | undefined): Promise<SessionPage> {
+    const after = decodeCursor(cursor)
+    const sessions = [...(this.#perOwner.get(owner) ?? [])]
+      .map((id) => this.#find(owner, id))
+      .filter((session) => session !== undefined)
+      .sort(newestFirst)
+      .filter((session) => !after || newestFirst(session, { updatedAt: after[0], ref: { id: after[1] } }) > 0)
+    const page = sessions.slice(0, limit)
+    const last = page.at(-1)
+    return {
+      sessions: page.map(summary),
+      ...(sessions.length > limit && last ? { nextCursor: encodeCursor(last.updatedAt, last.ref.id) } : {}),
+    }
   }
 
   async releaseRun(ref: SessionRef, runId: string): Promise<boolean> {
@@ -236,9 +308,19 @@ function appendTrimmed(messages: HistoryMessage[], added: HistoryMessage[], maxM
   if (messages.length > maxMessages) messages.splice(0, messages.length - maxMessages)
 }
 
+/** Most recently updated first; ties by id, so a cursor is exact. */
+function newestFirst(a: { updatedAt: number; ref: { id: string } }, b: { updatedAt: number; ref: { id: string } }): number {
+  return b.updatedAt - a.updatedAt || (a.ref.id < b.ref.id ? 1 : a.ref.id > b.ref.id ? -1 : 0)
+}
+
+function summary(session: MemorySession): SessionSummary {
+  return { id: session.ref.id, title: session.title, createdAt: session.createdAt, updatedAt: session.updatedAt, activeRunId: session.active?.runId ?? null }
+}
+
 function publicRecord(session: MemorySession): SessionRecord {
   return {
     ...session.ref,
+    title: session.title,
     messages: structuredClone(session.messages),
     createdAt: session.createdAt,
     updatedAt: session.updatedAt,

@@ -20,6 +20,8 @@ export interface SessionKeys {
   seq: string
   /** STREAM of frames, entry id `<seq>-0`, field `f`; a deletion adds `<last seq>-1`, field `end`. */
   events: string
+  /** LIST of JSON queued runs (on_busy enqueue / interrupt), first in line first. */
+  queue: string
 }
 
 function base(prefix: string, owner: string, id: string): string {
@@ -39,15 +41,16 @@ export function sessionKeys(prefix: string, ref: SessionRef): SessionKeys {
     watchers: `${meta}:w`,
     seq: `${meta}:${ref.gen}:seq`,
     events: `${meta}:${ref.gen}:ev`,
+    queue: `${meta}:q`,
   }
 }
 
 /** The order every session script receives its KEYS in (see scripts.ts). */
 export function allKeys(keys: SessionKeys): string[] {
-  return [keys.meta, keys.messages, keys.requests, keys.watchers, keys.seq, keys.events]
+  return [keys.meta, keys.messages, keys.requests, keys.watchers, keys.seq, keys.events, keys.queue]
 }
 
-/** ZSET session id → last open or read (ms): a user's sessions, for MAX_SESSIONS_PER_USER. */
+/** ZSET session id → when a run last started or ended (ms): a user's sessions (the list, MAX_SESSIONS_PER_USER). */
 export function userSessionsKey(prefix: string, owner: string): string {
   return `${prefix}u:{${encodeURIComponent(owner)}}:sessions`
 }

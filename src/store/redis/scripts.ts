@@ -59,14 +59,62 @@ end
 local function end_run()
   redis.call('HDEL', KEYS[1], 'runId', 'run', 'runStart', 'leaseExpiresAt')
 end
+local function remember(request, run_id, start, kept)
+  if request == '' then return end
+  -- A queued run is remembered again when it starts: listed once, as in memory.
+  if redis.call('HSET', KEYS[1], 'r:' .. request, run_id .. ' ' .. start) == 0 then return end
+  if redis.call('RPUSH', KEYS[3], request) > kept then
+    redis.call('HDEL', KEYS[1], 'r:' .. redis.call('LPOP', KEYS[3]))
+  end
+end
+-- Where a run's input puts its user message: { index of the last kept history message, the
+-- user message JSON }, or nil when it names nothing (src/store/run-input.ts, the same rules).
+local function place(input, messages)
+  if input.kind == 'message' then return #messages, input.message end
+  for i = #messages, 1, -1 do
+    local message = cjson.decode(messages[i])
+    if message.role == 'user' and (input.kind == 'regenerate' or message.id == input.messageId) then
+      if input.kind == 'regenerate' then return i - 1, messages[i] end
+      return i - 1, input.message
+    end
+  end
+  return nil
+end
+-- Makes a run active: applies its input to the history, records it; nil when its input names
+-- nothing. run: { runId, requestId, input (JSON), reasoning, maxMessages, title }.
+local function start_run(run, instance, lease_ms, kept)
+  local messages = redis.call('LRANGE', KEYS[2], 0, -1)
+  local kept_until, user = place(cjson.decode(run.input), messages)
+  if not kept_until then return nil end
+  local history = {}
+  for i = 1, kept_until do history[i] = messages[i] end
+  if kept_until == 0 then redis.call('DEL', KEYS[2]) else redis.call('LTRIM', KEYS[2], 0, kept_until - 1) end
+  redis.call('RPUSH', KEYS[2], user)
+  redis.call('LTRIM', KEYS[2], -tonumber(run.maxMessages), -1)
+  local now = now_ms()
+  local start = redis.call('GET', KEYS[5])
+  if not start then
+    start = '0'
+    redis.call('SET', KEYS[5], 0)
+  end
+  local stored = { runId = run.runId, instanceId = instance }
+  if run.requestId ~= '' then stored.requestId = run.requestId end
+  redis.call('HSET', KEYS[1], 'runId', run.runId, 'run', cjson.encode(stored), 'runStart', start, 'leaseExpiresAt', now + tonumber(lease_ms), 'updatedAt', now)
+  if kept_until == 0 and run.title ~= '' then redis.call('HSET', KEYS[1], 'title', run.title) end
+  remember(run.requestId, run.runId, start, kept)
+  return {'started', start, history, user, run.runId, run.requestId, run.reasoning}
+end
 `
 
-/** KEYS: user sessions. ARGV: ttl, max sessions, session id → 1, or 0 when the user holds max already. */
+/**
+ * KEYS: user sessions. ARGV: ttl, max sessions, session id → 1 (listed), or 0 when the user holds
+ * max already. Entries of sessions that expired are pruned by the caller (they live in other slots).
+ */
 export const admitSession = new LuaScript(`
-local now = now_ms()
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
-if not redis.call('ZSCORE', KEYS[1], ARGV[3]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], now, ARGV[3])
+if not redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+  redis.call('ZADD', KEYS[1], now_ms(), ARGV[3])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 `)
@@ -82,8 +130,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'gen', ARGV[3], 'createdAt', now, 'updatedAt', now)
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
-local meta = redis.call('HMGET', KEYS[1], 'gen', 'createdAt', 'updatedAt', 'run', 'runStart', 'leaseExpiresAt')
-return {meta[1], meta[2], meta[3], meta[4] or '', meta[5] or '', meta[6] or '', redis.call('LRANGE', KEYS[2], 0, -1)}
+local meta = redis.call('HMGET', KEYS[1], 'gen', 'createdAt', 'updatedAt', 'run', 'runStart', 'leaseExpiresAt', 'title')
+return {meta[1], meta[2], meta[3], meta[4] or '', meta[5] or '', meta[6] or '', redis.call('LRANGE', KEYS[2], 0, -1), meta[7] or ''}
 `)
 
 /** ARGV: ttl, gen → 1 when the session (this generation) exists; its expiry is pushed out. */
@@ -100,39 +148,45 @@ return redis.call('PTTL', KEYS[1])
 `)
 
 /**
- * ARGV: ttl, gen, run id, request id ('' for none), lease ms, run JSON, request ids kept, max
- * messages, user message JSON → {'started', start seq, messages} | {'duplicate', run id, start
- * seq} | {'busy', run JSON, run start, lease expiry} | {'gone'}.
+ * ARGV: ttl, gen, run JSON ({ runId, requestId ('' for none), input (JSON), reasoning ('1' or
+ * ''), maxMessages, title }), instance id, lease ms, request ids kept, on busy, max queued, queued
+ * frame head, queued frame tail ('' for none), max events → {'started', start seq, history,
+ * user message, run id, request id, reasoning} | {'queued', position, start seq} |
+ * {'duplicate', run id, start seq} | {'busy', run JSON, run start, lease expiry} | {'gone'} | {'no_message'}.
  */
 export const beginRun = new LuaScript(`
 if not is_gen(ARGV[2]) then return {'gone'} end
-local request = ARGV[4]
-if request ~= '' then
-  local seen = redis.call('HGET', KEYS[1], 'r:' .. request)
+local run = cjson.decode(ARGV[3])
+local kept = tonumber(ARGV[6])
+if run.requestId ~= '' then
+  local seen = redis.call('HGET', KEYS[1], 'r:' .. run.requestId)
   if seen then
     local space = string.find(seen, ' ')
     return {'duplicate', string.sub(seen, 1, space - 1), string.sub(seen, space + 1)}
   end
 end
 local active = redis.call('HMGET', KEYS[1], 'run', 'runStart', 'leaseExpiresAt')
-if active[1] then return {'busy', active[1], active[2], active[3]} end
-local now = now_ms()
-local start = redis.call('GET', KEYS[5])
-if not start then
-  start = '0'
-  redis.call('SET', KEYS[5], 0)
-end
-local history = redis.call('LRANGE', KEYS[2], 0, -1)
-redis.call('HSET', KEYS[1], 'runId', ARGV[3], 'run', ARGV[6], 'runStart', start, 'leaseExpiresAt', now + tonumber(ARGV[5]), 'updatedAt', now)
-if request ~= '' then
-  redis.call('HSET', KEYS[1], 'r:' .. request, ARGV[3] .. ' ' .. start)
-  if redis.call('RPUSH', KEYS[3], request) > tonumber(ARGV[7]) then
-    redis.call('HDEL', KEYS[1], 'r:' .. redis.call('LPOP', KEYS[3]))
+if active[1] then
+  local on_busy = ARGV[7]
+  if (on_busy ~= 'enqueue' and on_busy ~= 'interrupt') or redis.call('LLEN', KEYS[7]) >= tonumber(ARGV[8]) then
+    return {'busy', active[1], active[2], active[3]}
   end
+  if not place(cjson.decode(run.input), redis.call('LRANGE', KEYS[2], 0, -1)) then return {'no_message'} end
+  local position = 1
+  if on_busy == 'interrupt' then redis.call('LPUSH', KEYS[7], ARGV[3]) else position = redis.call('RPUSH', KEYS[7], ARGV[3]) end
+  local start = redis.call('GET', KEYS[5]) or '0'
+  remember(run.requestId, run.runId, start, kept)
+  if ARGV[9] ~= '' then
+    local tail = string.gsub(ARGV[10], '"position":0', '"position":' .. position, 1)
+    append(ARGV[11], ARGV[9], tail, ARGV[1])
+  end
+  touch(ARGV[1])
+  return {'queued', position, start}
 end
-push_messages(9, tonumber(ARGV[8]))
+local started = start_run(run, ARGV[4], ARGV[5], kept)
+if not started then return {'no_message'} end
 touch(ARGV[1])
-return {'started', start, history}
+return started
 `)
 
 /** ARGV: ttl, gen, run id, max events, frame head, frame tail → the new seq, or 0 when fenced. */
@@ -154,21 +208,38 @@ return expires
 export const FinishRefused = { notActive: 0, leaseAlive: -1, seqMoved: -2 } as const
 
 /**
- * Logs the run's final event, stores its messages and ends the run in one step. ARGV: ttl,
- * gen, run id, max events, frame head, frame tail, '1' to require an expired lease, the
- * required last seq ('' for any), max messages, message JSON... → the seq, or a FinishRefused code.
+ * Logs the run's final event, stores its messages and ends the run in one step, then starts the
+ * first queued run whose input still applies. ARGV: ttl, gen, run id, max events, frame head,
+ * frame tail, '1' to require an expired lease, the required last seq ('' for any), max
+ * messages, instance id, lease ms, request ids kept, message JSON... → {seq} or {seq, started
+ * run as beginRun answers it}, or {FinishRefused code}.
  */
 export const finishRun = new LuaScript(`
-if not holds(ARGV[2], ARGV[3]) then return ${FinishRefused.notActive} end
+if not holds(ARGV[2], ARGV[3]) then return {${FinishRefused.notActive}} end
 local now = now_ms()
-if ARGV[7] == '1' and tonumber(redis.call('HGET', KEYS[1], 'leaseExpiresAt')) > now then return ${FinishRefused.leaseAlive} end
-if ARGV[8] ~= '' and tonumber(redis.call('GET', KEYS[5]) or '0') ~= tonumber(ARGV[8]) then return ${FinishRefused.seqMoved} end
+if ARGV[7] == '1' and tonumber(redis.call('HGET', KEYS[1], 'leaseExpiresAt')) > now then return {${FinishRefused.leaseAlive}} end
+if ARGV[8] ~= '' and tonumber(redis.call('GET', KEYS[5]) or '0') ~= tonumber(ARGV[8]) then return {${FinishRefused.seqMoved}} end
 local seq = append(ARGV[4], ARGV[5], ARGV[6], ARGV[1])
-push_messages(10, tonumber(ARGV[9]))
+push_messages(13, tonumber(ARGV[9]))
 end_run()
 redis.call('HSET', KEYS[1], 'updatedAt', now)
+local next = nil
+while not next do
+  local queued = redis.call('LPOP', KEYS[7])
+  if not queued then break end
+  next = start_run(cjson.decode(queued), ARGV[10], ARGV[11], tonumber(ARGV[12]))
+end
 touch(ARGV[1])
-return seq
+if next then return {seq, next} end
+return {seq}
+`)
+
+/** ARGV: gen → how many queued runs were dropped. */
+export const clearQueue = new LuaScript(`
+if not is_gen(ARGV[1]) then return 0 end
+local dropped = redis.call('LLEN', KEYS[7])
+redis.call('DEL', KEYS[7])
+return dropped
 `)
 
 /** ARGV: gen, run id → 1 when this call freed the session. */
@@ -187,7 +258,7 @@ if not is_gen(ARGV[1]) then return 0 end
 local last = redis.call('GET', KEYS[5]) or '0'
 redis.call('XADD', KEYS[6], last .. '-1', 'end', 'deleted')
 redis.call('PEXPIRE', KEYS[6], 60000)
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7])
 return 1
 `)
 

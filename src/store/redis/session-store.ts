@@ -6,13 +6,17 @@ import type {
   BeginRunResult,
   ExpiredLease,
   FinishRun,
+  Finished,
   HistoryMessage,
   LoggedEvent,
   OpenResult,
+  SessionPage,
   SessionRecord,
   SessionRef,
   SessionStore,
+  StartedRun,
 } from '../types.ts'
+import { listSessions, pruneExpired } from './session-list.ts'
 import type { RedisLog, SharedRedis } from './connections.ts'
 import { frameTemplate, frameWithSeq } from './frame-template.ts'
 import { allKeys, leasesKey, metaKey, sessionKeys, userSessionsKey } from './keys.ts'
@@ -34,7 +38,7 @@ export interface RedisSessionStoreOptions {
 
 /** What the `run` hash field holds: the ActiveRun without its start seq and lease. */
 type StoredRun = Omit<ActiveRun, 'leaseExpiresAt' | 'startAfterSeq'>
-type OpenReply = [gen: string, createdAt: string, updatedAt: string, run: string, runStart: string, lease: string, messages: string[]]
+type OpenReply = [gen: string, createdAt: string, updatedAt: string, run: string, runStart: string, lease: string, messages: string[], title: string]
 
 /**
  * Sessions in Redis: a hash (owner, generation, timestamps, active run, idempotency keys), a
@@ -70,27 +74,27 @@ export class RedisSessionStore implements SessionStore {
     const meta = metaKey(this.#prefix, owner, id)
     const [[, fields], [, messages]] = (await this.#redis
       .multi()
-      .hmget(meta, 'gen', 'createdAt', 'updatedAt', 'run', 'runStart', 'leaseExpiresAt')
+      .hmget(meta, 'gen', 'createdAt', 'updatedAt', 'run', 'runStart', 'leaseExpiresAt', 'title')
       .lrange(`${meta}:m`, 0, -1)
       .exec()) as [[null, Array<string | null>], [null, string[]]]
-    const [gen, createdAt, updatedAt, run, runStart, lease] = fields
+    const [gen, createdAt, updatedAt, run, runStart, lease, title] = fields
     if (gen == null || createdAt == null || updatedAt == null) return null
-    return record(owner, id, [gen, createdAt, updatedAt, run ?? '', runStart ?? '', lease ?? '', messages])
+    return record(owner, id, [gen, createdAt, updatedAt, run ?? '', runStart ?? '', lease ?? '', messages, title ?? ''])
   }
 
   async open(owner: string, id: string, maxSessions: number): Promise<OpenResult> {
     // The user's count is its own key (its own slot): checked first, then the session opened.
-    const admitted = await scripts.admitSession.run(this.#redis, [userSessionsKey(this.#prefix, owner)], [this.#ttlMs, maxSessions, id])
-    if (admitted !== 1) return { kind: 'too_many' }
+    const listed = userSessionsKey(this.#prefix, owner)
+    const admit = () => scripts.admitSession.run(this.#redis, [listed], [this.#ttlMs, maxSessions, id])
+    // At the cap: forget listed sessions that expired meanwhile, then ask once more.
+    if ((await admit()) !== 1 && ((await pruneExpired(this.#redis, this.#prefix, owner)) === 0 || (await admit()) !== 1)) return { kind: 'too_many' }
     const keys = sessionKeys(this.#prefix, { owner, id, gen: '' })
     const reply = (await scripts.openSession.run(this.#redis, [keys.meta, keys.messages, keys.requests, keys.watchers], [this.#ttlMs, owner, randomUUID().slice(0, 8)])) as OpenReply
     return { kind: 'open', session: record(owner, id, reply) }
   }
 
   async touch(ref: SessionRef): Promise<boolean> {
-    const touched = (await this.#run(scripts.touchSession, ref, [this.#ttlMs, ref.gen])) === 1
-    if (touched) await this.#redis.zadd(userSessionsKey(this.#prefix, ref.owner), Date.now(), ref.id)
-    return touched
+    return (await this.#run(scripts.touchSession, ref, [this.#ttlMs, ref.gen])) === 1
   }
 
   async expiresIn(ref: SessionRef): Promise<number | null> {
@@ -105,24 +109,51 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async beginRun(ref: SessionRef, run: BeginRun): Promise<BeginRunResult> {
-    const stored: StoredRun = { runId: run.runId, instanceId: run.instanceId, ...(run.requestId === undefined ? {} : { requestId: run.requestId }) }
+    const queued = run.queuedEvent ? frameTemplate(run.queuedEvent) : undefined
     const reply = (await this.#run(scripts.beginRun, ref, [
       this.#ttlMs,
       ref.gen,
-      run.runId,
-      run.requestId ?? '',
+      queuedRun(run),
+      run.instanceId,
       run.leaseMs,
-      JSON.stringify(stored),
       REQUEST_IDS_KEPT,
-      run.maxMessages,
-      JSON.stringify(run.userMessage),
+      run.onBusy ?? 'reject',
+      run.maxQueued ?? 0,
+      queued?.head ?? '',
+      queued?.tail ?? '',
+      this.#maxEvents,
     ])) as [kind: string, ...rest: unknown[]]
-    const [kind, first, second, third] = reply as [string, string, string | string[], string]
-    if (kind === 'gone') return { kind }
-    if (kind === 'duplicate') return { kind, runId: first, startAfterSeq: Number(second) }
-    if (kind === 'busy') return { kind, active: activeRun(first, second as string, third) }
-    await this.#redis.zadd(leasesKey(this.#prefix), Date.now() + run.leaseMs, leaseMember(ref, run.runId))
-    return { kind: 'started', startAfterSeq: Number(first), history: (second as string[]).map(parseMessage) }
+    const [kind, first, second, third] = reply as [string, string, string, string]
+    switch (kind) {
+      case 'gone':
+      case 'no_message':
+        return { kind }
+      case 'duplicate':
+        return { kind, runId: first, startAfterSeq: Number(second) }
+      case 'busy':
+        return { kind, active: activeRun(first, second, third) }
+      case 'queued':
+        return { kind, runId: run.runId, position: Number(first), startAfterSeq: Number(second) }
+    }
+    return { kind: 'started', ...(await this.#started(ref, reply, run.leaseMs)) }
+  }
+
+  /** A run the store made active (begun, or next in line): listed as updated, its lease indexed. */
+  async #started(ref: SessionRef, reply: unknown[], leaseMs: number): Promise<StartedRun> {
+    const [, start, history, user, runId, requestId, reasoning] = reply as [string, string, string[], string, string, string, string]
+    await this.#redis
+      .multi()
+      .zadd(leasesKey(this.#prefix), Date.now() + leaseMs, leaseMember(ref, runId))
+      .zadd(userSessionsKey(this.#prefix, ref.owner), 'XX', Date.now(), ref.id)
+      .exec()
+    return {
+      runId,
+      startAfterSeq: Number(start),
+      history: history.map(parseMessage),
+      userMessage: parseMessage(user),
+      ...(requestId === '' ? {} : { requestId }),
+      ...(reasoning === '1' ? { reasoning: true } : {}),
+    }
   }
 
   async activeRun(ref: SessionRef): Promise<ActiveRun | null> {
@@ -142,25 +173,38 @@ export class RedisSessionStore implements SessionStore {
     return expires > 0
   }
 
-  async finishRun(ref: SessionRef, finish: FinishRun): Promise<LoggedEvent | null> {
+  async finishRun(ref: SessionRef, finish: FinishRun): Promise<Finished | null> {
     const template = frameTemplate(finish.event)
-    const seq = Number(
-      await this.#run(scripts.finishRun, ref, [
-        this.#ttlMs,
-        ref.gen,
-        finish.runId,
-        this.#maxEvents,
-        template.head,
-        template.tail,
-        finish.ifLeaseExpired ? '1' : '0',
-        finish.ifLastSeq ?? '',
-        finish.maxMessages,
-        ...finish.messages.map((message) => JSON.stringify(message)),
-      ]),
-    )
+    const [seq, next] = (await this.#run(scripts.finishRun, ref, [
+      this.#ttlMs,
+      ref.gen,
+      finish.runId,
+      this.#maxEvents,
+      template.head,
+      template.tail,
+      finish.ifLeaseExpired ? '1' : '0',
+      finish.ifLastSeq ?? '',
+      finish.maxMessages,
+      finish.instanceId,
+      finish.leaseMs,
+      REQUEST_IDS_KEPT,
+      ...finish.messages.map((message) => JSON.stringify(message)),
+    ])) as [number, unknown[] | undefined]
     if (seq <= 0) return null
-    await this.#redis.zrem(leasesKey(this.#prefix), leaseMember(ref, finish.runId))
-    return { seq, frame: frameWithSeq(template, seq) }
+    await this.#redis
+      .multi()
+      .zrem(leasesKey(this.#prefix), leaseMember(ref, finish.runId))
+      .zadd(userSessionsKey(this.#prefix, ref.owner), 'XX', Date.now(), ref.id)
+      .exec()
+    return { event: { seq, frame: frameWithSeq(template, seq) }, next: next ? await this.#started(ref, next, finish.leaseMs) : null }
+  }
+
+  async clearQueue(ref: SessionRef): Promise<number> {
+    return Number(await this.#run(scripts.clearQueue, ref, [ref.gen]))
+  }
+
+  async list(owner: string, limit: number, cursor: string | undefined): Promise<SessionPage> {
+    return listSessions(this.#redis, this.#prefix, owner, limit, cursor)
   }
 
   async releaseRun(ref: SessionRef, runId: string): Promise<boolean> {
@@ -208,6 +252,18 @@ export class RedisSessionStore implements SessionStore {
   }
 }
 
+/** A run as the scripts take it (beginRun; kept as is in the queue). */
+function queuedRun(run: BeginRun): string {
+  return JSON.stringify({
+    runId: run.runId,
+    requestId: run.requestId ?? '',
+    input: JSON.stringify(run.input.kind === 'regenerate' ? run.input : { ...run.input, message: JSON.stringify(run.input.message) }),
+    reasoning: run.reasoning ? '1' : '',
+    maxMessages: run.maxMessages,
+    title: run.title ?? '',
+  })
+}
+
 function leaseMember(ref: SessionRef, runId: string): string {
   return JSON.stringify([ref.owner, ref.id, ref.gen, runId])
 }
@@ -216,11 +272,12 @@ function parseMessage(message: string): HistoryMessage {
   return JSON.parse(message) as HistoryMessage
 }
 
-function record(owner: string, id: string, [gen, createdAt, updatedAt, run, runStart, lease, messages]: OpenReply): SessionRecord {
+function record(owner: string, id: string, [gen, createdAt, updatedAt, run, runStart, lease, messages, title]: OpenReply): SessionRecord {
   return {
     owner,
     id,
     gen,
+    title,
     messages: messages.map(parseMessage),
     createdAt: Number(createdAt),
     updatedAt: Number(updatedAt),
