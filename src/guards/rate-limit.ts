@@ -1,5 +1,5 @@
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible'
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import { ErrorCode, ProtocolError } from '../protocol/index.ts'
 
 export interface FrameRateLimitOptions {
@@ -7,7 +7,7 @@ export interface FrameRateLimitOptions {
   points: number
   windowMs: number
   /** Shares the budget between instances, under `keyPrefix`; in memory (per instance) without it. */
-  redis?: { client: Redis; keyPrefix: string }
+  redis?: { client: Redis | Cluster; keyPrefix: string }
 }
 
 export interface FrameRateLimiter {

@@ -1,9 +1,9 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import type { ConnectionCounter } from './connection-limit.ts'
 
 export interface RedisConnectionCounterOptions {
-  redis: Redis
+  redis: Redis | Cluster
   limit: number
   instanceId: string
   log: FastifyBaseLogger
@@ -18,8 +18,9 @@ const DEFAULT_INSTANCE_TTL_MS = 30_000
  * Each instance counts its own connections in a hash (user → count) that expires unless the
  * instance keeps refreshing it, and lists itself, with that deadline, in a sorted set (which
  * expires too once no instance is left). A user's total is the sum over the instances
- * listed. The hashes are named from the prefix inside the script: fine on a single Redis
- * (the only topology this service uses).
+ * listed. The hashes are named from the prefix inside the script, so on a Redis Cluster the
+ * prefix must carry a hash tag (guards.ts passes `…{connections}:`): every key in one slot. A
+ * connection is counted once at its upgrade and once at its close, so one slot takes the load.
  */
 const ACQUIRE = `
 local now = redis.call('time')

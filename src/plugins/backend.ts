@@ -26,6 +26,7 @@ async function createBackend(config: Config, app: FastifyInstance): Promise<Back
   const { createRedisBackend } = await import('../store/redis/index.ts')
   return createRedisBackend({
     url: config.REDIS_URL,
+    cluster: config.redisCluster,
     keyPrefix: config.REDIS_KEY_PREFIX,
     ttlSeconds: config.SESSION_TTL_SECONDS,
     maxEvents: config.RESUME_BUFFER_EVENTS,

@@ -75,7 +75,8 @@ async function guardsPlugin(app: FastifyInstance, options: GuardsPluginOptions) 
         limit: config.MAX_CONNECTIONS_PER_USER,
         instanceId,
         log: app.log,
-        keyPrefix: `${keyPrefix}connections:`,
+        // One hash tag for every count key: its script sums them in one slot on a Redis Cluster.
+        keyPrefix: `${keyPrefix}{connections}:`,
         // A dead instance's slots lapse like its runs' leases (protocol.md §5).
         instanceTtlMs: config.RUN_LEASE_MS,
       })

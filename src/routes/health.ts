@@ -20,10 +20,20 @@ type Ready = Static<typeof Ready>
 const STORE_PING_TIMEOUT_MS = 1000
 
 export default async function healthRoutes(app: FastifyInstance) {
+  // One line when the store's state changes, saying why: probes come every few seconds.
+  let storeError: string | undefined
+  const watchStore = (check: Static<typeof Check>) => {
+    if (check.error === storeError) return
+    if (check.error) app.log.warn({ reason: check.error }, 'not ready: the store cannot serve what upgrades need')
+    else app.log.info('ready: the store serves again')
+    storeError = check.error
+  }
+
   app.get('/health/live', { schema: { response: { 200: Live } } }, async () => ({ status: 'ok' as const }))
 
   app.get('/health/ready', { schema: { response: { 200: Ready, 503: Ready } } }, async (_request, reply) => {
     const store = await pingStore(app)
+    watchStore(store)
     const draining = { ok: !app.lifecycle.draining }
     const ready = store.ok && draining.ok
     const mcp = app.mcp.size > 0 ? { mcp: app.mcp.checks() } : {}

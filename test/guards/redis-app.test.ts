@@ -47,11 +47,11 @@ t.test('with Redis, instances share the connection cap and the frame budget', as
   t.match((await bobOnA.nextOfType('error')).metadata, { code: 'rate_limited', retryable: true }, 'the fifth is over it')
 
   const keys = await redis.keys()
-  t.ok(keys.includes(`${redis.prefix}connections:instances`), 'the counts live under the key prefix')
+  t.ok(keys.includes(`${redis.prefix}{connections}:instances`), 'the counts live under the key prefix')
   t.ok(keys.includes(`${redis.prefix}ratelimit:bob`), 'and so does the budget')
-  t.ok(keys.includes(`${redis.prefix}connections:instance:${a.app.instanceId}`), "each instance's own counts")
+  t.ok(keys.includes(`${redis.prefix}{connections}:instance:${a.app.instanceId}`), "each instance's own counts")
   await a.app.close()
-  t.notOk((await redis.keys()).includes(`${redis.prefix}connections:instance:${a.app.instanceId}`), 'a closed instance takes its counts along')
+  t.notOk((await redis.keys()).includes(`${redis.prefix}{connections}:instance:${a.app.instanceId}`), 'a closed instance takes its counts along')
 })
 
 t.test('the connection count unavailable: the upgrade closes 1011 store unavailable', async (t) => {

@@ -202,7 +202,7 @@ t.test('one blocking connection serves every live tail, and a new stream interru
   await Promise.all(sessions.map((s) => s.append(s.ref.id)))
   for (const [i, s] of sessions.entries()) t.same(seqs(await got[i]!.until(1)), [1], `${s.ref.id} delivered`)
   t.ok(Date.now() - started < 2000, 'live events arrive without waiting out a blocked read')
-  const name = reader.redis!.options.connectionName!.replace(/-commands$/, '')
+  const name = (reader.redis as Redis).options.connectionName!.replace(/-commands$/, '')
   const clients = (await r.redis.client('LIST')) as string
   const mine = clients.split('\n').filter((line) => line.includes(` name=${name}-`))
   t.equal(mine.length, 3, 'three connections per instance: commands, tail, control')
@@ -429,7 +429,7 @@ t.test('StreamTail: a read that times out reads again; streams paused, resumed a
   const s = await session(backend, 's')
   const key = sessionKeys(r.prefix, s.ref).events
   const blocking = openRedis(r.url, 'test-tail', silent)
-  const tail = new StreamTail({ blocking, commands: backend.redis!, wakeKey: `${r.prefix}wake`, log: silent, blockMs: 50 })
+  const tail = new StreamTail({ blocking, commands: backend.redis as Redis, wakeKey: `${r.prefix}wake`, log: silent, blockMs: 50 })
   t.teardown(() => tail.close())
   const got = collector()
   t.equal(tail.add(key, 0, got.listener), 0)

@@ -115,7 +115,9 @@ t.test('a backend started while Redis is down serves once Redis comes up', async
 t.test('the service: readiness 503 and upgrades refused fast while Redis is down, then back without a restart', async (t) => {
   const server = await startPrivateRedis(t)
   if (!server) return
-  const { baseUrl, wsUrl } = await startApp(t, { REDIS_URL: server.url, REDIS_KEY_PREFIX: 'svc:' })
+  const logs: Array<{ msg: string; reason?: string }> = []
+  const logStream = { write: (line: string) => void logs.push(JSON.parse(line)) }
+  const { baseUrl, wsUrl } = await startApp(t, { REDIS_URL: server.url, REDIS_KEY_PREFIX: 'svc:', LOG_LEVEL: 'info' }, { logStream })
   const ready = async () => (await fetch(`${baseUrl}/health/ready`)).status
   t.equal(await ready(), 200)
 
@@ -140,4 +142,6 @@ t.test('the service: readiness 503 and upgrades refused fast while Redis is down
   client.send({ type: 'chat', content: 'hello again' })
   const complete = await client.nextOfType('complete')
   t.equal(complete.metadata?.finish_reason, 'stop', 'chats work again')
+  const said = logs.filter((line) => line.msg.startsWith('not ready') || line.msg.startsWith('ready: '))
+  t.match(said, [{ msg: /^not ready: the store/, reason: String }, { msg: 'ready: the store serves again' }], 'one line when readiness changed, saying why; none per probe')
 })

@@ -1,8 +1,18 @@
 import { once } from 'node:events'
-import { Redis, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 
 export type RedisLog = Pick<FastifyBaseLogger, 'info' | 'warn' | 'error' | 'debug'>
+
+/** A standalone Redis, or a Redis Cluster through ioredis's cluster client: the same commands. */
+export type RedisClient = Redis | Cluster
+
+/** Where the store lives: one Redis at `url`, or a cluster reached through its seed nodes. */
+export interface RedisTarget {
+  url: string
+  /** Seed nodes of a Redis Cluster (REDIS_CLUSTER); absent for a standalone Redis. */
+  cluster?: ClusterNode[] | undefined
+}
 
 /** Reconnect attempts back off from this to the cap, forever: the service heals without a restart. */
 const RETRY_BASE_MS = 50
@@ -41,23 +51,71 @@ export function redisAddress(url: string): string {
 
 /** One client; `role` names it in CLIENT LIST. Logs each outage once, and the recovery. */
 export function openRedis(url: string, role: string, log: RedisLog, options: RedisOptions = {}): Redis {
-  const redis = new Redis(url, { ...FAIL_FAST, connectionName: role, ...options })
+  return logOutages(new Redis(url, { ...FAIL_FAST, connectionName: role, ...options }), redisAddress(url), role, log)
+}
+
+/**
+ * One cluster client over the seed nodes, failing fast as FAIL_FAST does: no offline queue, and
+ * a command whose connection dropped is not resent to the new master (it may have been applied:
+ * an append applied twice would log a token twice). Redirections (MOVED, ASK, TRYAGAIN) and
+ * CLUSTERDOWN answers are retried: Redis refused those commands before running them.
+ * @see https://github.com/redis/ioredis#cluster
+ */
+export function openCluster(target: RedisTarget, role: string, log: RedisLog, options: Partial<ClusterOptions> = {}, node: RedisOptions = {}): Cluster {
+  const { redisOptions: fromUrl } = seedOf(target.url)
+  const cluster = new Cluster(target.cluster ?? [], {
+    enableOfflineQueue: false,
+    scaleReads: 'master',
+    retryDelayOnFailover: 0,
+    retryDelayOnClusterDown: 100,
+    retryDelayOnTryAgain: 100,
+    slotsRefreshTimeout: FAIL_FAST.connectTimeout as number,
+    clusterRetryStrategy: FAIL_FAST.retryStrategy as (times: number) => number,
+    redisOptions: {
+      ...fromUrl,
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      autoResubscribe: false,
+      connectTimeout: FAIL_FAST.connectTimeout as number,
+      disconnectTimeout: FAIL_FAST.disconnectTimeout as number,
+      connectionName: role,
+      ...node,
+    },
+    ...options,
+  })
+  return logOutages(cluster, redisAddress(target.url), role, log)
+}
+
+/**
+ * REDIS_URL as a cluster seed: its host and port, and what every node connection takes from it
+ * (user, password, TLS for `rediss://`: the servername checked is each node's own host).
+ */
+export function seedOf(url: string): { node: ClusterNode; redisOptions: RedisOptions } {
+  const parsed = new URL(url)
+  const redisOptions: RedisOptions = {}
+  if (parsed.username) redisOptions.username = decodeURIComponent(parsed.username)
+  if (parsed.password) redisOptions.password = decodeURIComponent(parsed.password)
+  if (parsed.protocol === 'rediss:') redisOptions.tls = {}
+  return { node: { host: parsed.hostname, port: Number(parsed.port || 6379) }, redisOptions }
+}
+
+function logOutages<T extends RedisClient>(redis: T, address: string, role: string, log: RedisLog): T {
   let down = false
   redis.on('error', (err: Error) => {
     if (down) return
     down = true
-    log.warn({ err, redis: redisAddress(url), role }, 'redis unreachable: retrying')
+    log.warn({ err, redis: address, role }, 'redis unreachable: retrying')
   })
   redis.on('ready', () => {
     if (!down) return
     down = false
-    log.info({ redis: redisAddress(url), role }, 'redis reachable again')
+    log.info({ redis: address, role }, 'redis reachable again')
   })
   return redis
 }
 
 /** Resolves true once `redis` is ready, false after `timeoutMs` (or when `signal` aborts). */
-export async function whenReady(redis: Redis, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+export async function whenReady(redis: RedisClient, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
   if (redis.status === 'ready') return true
   const timeout = AbortSignal.timeout(timeoutMs)
   try {
@@ -69,7 +127,7 @@ export async function whenReady(redis: Redis, timeoutMs: number, signal?: AbortS
 }
 
 /** Closes a client: QUIT when it can be sent, else drops the socket (and stops reconnecting). */
-export async function closeRedis(redis: Redis): Promise<void> {
+export async function closeRedis(redis: RedisClient): Promise<void> {
   if (redis.status === 'end') return
   if (redis.status !== 'ready') {
     redis.disconnect()
@@ -84,10 +142,10 @@ export async function closeRedis(redis: Redis): Promise<void> {
 
 /** A client several components use: the last one to let go closes it. */
 export class SharedRedis {
-  readonly client: Redis
+  readonly client: RedisClient
   #users: number
 
-  constructor(client: Redis, users: number) {
+  constructor(client: RedisClient, users: number) {
     this.client = client
     this.#users = users
   }

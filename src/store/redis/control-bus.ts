@@ -1,7 +1,6 @@
 import { TypeCompiler } from '@sinclair/typebox/compiler'
-import type { Redis } from 'ioredis'
 import { ControlMessage, type ControlBus } from '../types.ts'
-import { closeRedis, type RedisLog, type SharedRedis } from './connections.ts'
+import { closeRedis, type RedisClient, type RedisLog, type SharedRedis } from './connections.ts'
 
 const isControlMessage = TypeCompiler.Compile(ControlMessage)
 
@@ -9,9 +8,14 @@ export interface RedisControlBusOptions {
   /** Publishes. */
   commands: SharedRedis
   /** This bus's own connection, not yet connected: a subscribed connection serves nothing else. */
-  subscriber: Redis
+  subscriber: RedisClient
   channel: string
   log: RedisLog
+  /**
+   * Sharded pub/sub (SSUBSCRIBE, SPUBLISH; Redis >= 7), for a cluster: the message stays within
+   * the channel's shard instead of crossing the whole cluster bus.
+   */
+  sharded?: boolean
 }
 
 /**
@@ -20,8 +24,9 @@ export interface RedisControlBusOptions {
  */
 export class RedisControlBus implements ControlBus {
   readonly #commands: SharedRedis
-  readonly #subscriber: Redis
+  readonly #subscriber: RedisClient
   readonly #channel: string
+  readonly #sharded: boolean
   readonly #log: RedisLog
   readonly #handlers = new Set<(message: ControlMessage) => void>()
   readonly #subscribed: Promise<void>
@@ -32,17 +37,19 @@ export class RedisControlBus implements ControlBus {
     this.#subscriber = options.subscriber
     this.#channel = options.channel
     this.#log = options.log
+    this.#sharded = options.sharded ?? false
     const { promise, resolve } = Promise.withResolvers<void>()
     this.#subscribed = promise
     // Subscribed on every (re)connect: the fail-fast client neither queues nor resubscribes.
     const subscribe = () => {
-      this.#subscriber.subscribe(this.#channel).then(
+      const subscribed = this.#sharded ? this.#subscriber.ssubscribe(this.#channel) : this.#subscriber.subscribe(this.#channel)
+      subscribed.then(
         () => resolve(),
         (err: unknown) => this.#log.warn({ err }, 'control channel subscribe failed'),
       )
     }
     this.#subscriber.on('ready', subscribe)
-    this.#subscriber.on('message', (_channel: string, text: string) => this.#receive(text))
+    this.#subscriber.on(this.#sharded ? 'smessage' : 'message', (_channel: string, text: string) => this.#receive(text))
   }
 
   /** True once the channel is subscribed, false if that took longer than `timeoutMs`. */
@@ -71,7 +78,8 @@ export class RedisControlBus implements ControlBus {
   }
 
   async publish(message: ControlMessage): Promise<void> {
-    await this.#commands.client.publish(this.#channel, JSON.stringify(message))
+    const text = JSON.stringify(message)
+    await (this.#sharded ? this.#commands.client.spublish(this.#channel, text) : this.#commands.client.publish(this.#channel, text))
   }
 
   onMessage(handler: (message: ControlMessage) => void): void {

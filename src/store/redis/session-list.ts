@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis'
+import type { RedisClient as Redis } from './connections.ts'
 import { decodeCursor, encodeCursor } from '../session-list.ts'
 import type { SessionPage, SessionSummary } from '../types.ts'
 import { metaKey, userSessionsKey } from './keys.ts'
@@ -6,14 +6,9 @@ import { metaKey, userSessionsKey } from './keys.ts'
 type Meta = [gen: string | null, title: string | null, createdAt: string | null, updatedAt: string | null, runId: string | null]
 
 async function metas(redis: Redis, prefix: string, owner: string, ids: string[]): Promise<Meta[]> {
-  const pipeline = redis.pipeline()
-  for (const id of ids) pipeline.hmget(metaKey(prefix, owner, id), 'gen', 'title', 'createdAt', 'updatedAt', 'runId')
-  // Null only for a transaction aborted by WATCH; a pipeline always answers.
-  const replies = (await pipeline.exec()) as Array<[Error | null, unknown]>
-  return replies.map(([err, meta]) => {
-    if (err) throw err
-    return meta as Meta
-  })
+  // One command each, issued together: each session is in its own hash slot, which a pipeline
+  // (one node) or a transaction (one slot) on a cluster cannot span; one Redis gets them in one write.
+  return (await Promise.all(ids.map((id) => redis.hmget(metaKey(prefix, owner, id), 'gen', 'title', 'createdAt', 'updatedAt', 'runId')))) as Meta[]
 }
 
 /**

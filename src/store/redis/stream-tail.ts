@@ -1,14 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Redis } from 'ioredis'
-import type { LogListener, LoggedEvent } from '../types.ts'
+import type { LogListener } from '../types.ts'
 import { whenReady, type RedisLog } from './connections.ts'
+import { deliverEntries, type StreamEntries, type Tailed } from './tail-entries.ts'
 
 type Listener = LogListener
-/**
- * As XREAD returns them: an event `<seq>-0` has the one field `f` (the frame); a deletion's
- * end mark `<last seq>-1` has the field `end`.
- */
-type StreamEntries = Array<[id: string, fields: [name: string, value: string]]>
 
 /** What an event log needs from a tail (an interface, so its ordering can be tested alone). */
 export interface Tail {
@@ -22,13 +18,6 @@ export interface Tail {
   pause(key: string): void
   resume(key: string): void
   close(): Promise<void>
-}
-
-interface Tailed {
-  /** The seq of the last entry dispatched (or the first listener's starting point). */
-  cursor: number
-  listeners: Set<Listener>
-  paused: number
 }
 
 /** Longest wait of one XREAD by default; a new stream interrupts it through the wake stream. */
@@ -183,32 +172,7 @@ export class StreamTail implements Tail {
       return
     }
     const tailed = reading.get(key)
-    // Removed meanwhile, or removed and added again from another seq: the next read serves it.
-    if (!tailed || this.#streams.get(key) !== tailed) return
-    for (const [id, fields] of entries) {
-      // Paused meanwhile (by a listener, even mid-batch): the rest is read again on resume.
-      if (tailed.paused > 0) return
-      const seq = Number.parseInt(id, 10)
-      // An end mark, or entries trimmed before we read them (the reader was paused too long).
-      if (!id.endsWith('-0') || seq !== tailed.cursor + 1) {
-        this.#streams.delete(key)
-        this.#tell(tailed, (listener) => listener.end(id.endsWith('-0') ? 'history_gone' : 'deleted'))
-        return
-      }
-      tailed.cursor = seq
-      const event: LoggedEvent = { seq, frame: fields[1] }
-      this.#tell(tailed, (listener) => listener.event(event))
-    }
-  }
-
-  #tell(tailed: Tailed, call: (listener: Listener) => void): void {
-    for (const listener of [...tailed.listeners]) {
-      try {
-        call(listener)
-      } catch (err) {
-        this.#log.error({ err }, 'event listener failed')
-      }
-    }
+    if (tailed) deliverEntries(this.#streams, key, tailed, entries, this.#log)
   }
 
   /** Down: wait for the reconnect. Up (a command error): pause, so no error can spin the loop. */
