@@ -15,6 +15,7 @@ import demoRoutes from './routes/demo.ts'
 import sessionRoutes from './routes/sessions.ts'
 import protocolRoutes from './routes/protocol.ts'
 import agentRoute from './ws/route.ts'
+import aiSdkRoute from './dialects/ai-sdk/route.ts'
 import backendPlugin from './plugins/backend.ts'
 import type { Backend } from './store/types.ts'
 import type { ModelClient } from './agent/models/types.ts'
@@ -62,5 +63,6 @@ export async function buildApp(config: Config, overrides: AppOverrides = {}): Pr
   await app.register(sessionRoutes)
   await app.register(protocolRoutes, { config })
   await app.register(agentRoute, { config, admit: app.guards.admit })
+  await app.register(aiSdkRoute, { config })
   return app
 }

@@ -2,12 +2,13 @@ import websocket from '@fastify/websocket'
 import fp from 'fastify-plugin'
 import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
-import { CloseCode, CloseReason, SUBPROTOCOL } from '../protocol/index.ts'
+import { CloseCode, CloseReason } from '../protocol/index.ts'
 import type { Config } from '../config.ts'
 import { Connection, closeSocket } from './connection.ts'
 import type { ClientFrame } from '../protocol/index.ts'
 import type { UpgradeAuth } from '../plugins/auth.ts'
 import { onSocketError } from './socket-errors.ts'
+import { selectSubprotocol } from './subprotocol.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -34,8 +35,8 @@ async function agentRoute(app: FastifyInstance, options: AgentRouteOptions) {
     options: {
       maxPayload: config.MAX_PAYLOAD_BYTES,
       perMessageDeflate: false,
-      // Select agent.v1; never echo the bearer.<jwt> protocol that carried the token.
-      handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+      // Select agent.v1 (ai-sdk.v1 on /ws/ai-sdk); never echo the bearer.<jwt> protocol that carried the token.
+      handleProtocols: (protocols, request) => selectSubprotocol(protocols, request.url),
     },
     // Replaces the default (close with no code): drain, then close 1012 (see lifecycle).
     preClose: () => app.drain(),
