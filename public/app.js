@@ -118,7 +118,23 @@ function addAssistantMessage() {
   message.append(bubble, meta)
   ui.messages.append(message)
   scrollToEnd()
-  return { message, tools, text, meta, toolLines: new Map(), reconnected: false }
+  return { message, bubble, tools, text, meta, toolLines: new Map(), reconnected: false }
+}
+
+/** Approve / Deny for a tool call that waits on a person; a reload shows them again (the replay has the event). */
+function showApproval(view, { call_id: callId, tool, arguments: args }) {
+  view.approvals ??= new Map()
+  const box = element('div', 'approval')
+  box.append(element('span', 'approval-text', `${tool}(${brief(args)}) needs your approval`))
+  const approve = element('button', 'approve', 'Approve')
+  const deny = element('button', 'deny', 'Deny')
+  approve.type = deny.type = 'button'
+  approve.addEventListener('click', () => view.run?.approve(callId))
+  deny.addEventListener('click', () => view.run?.deny(callId, 'denied in the demo page'))
+  box.append(approve, deny)
+  view.approvals.set(callId, box)
+  view.bubble.append(box)
+  view.meta.textContent = 'waiting for your approval…'
 }
 
 function brief(value) {
@@ -150,6 +166,11 @@ function showEvent(view, event) {
           tool.line.className = `tool ${event.metadata.is_error ? 'failed' : 'done'}`
           tool.line.querySelector('.tool-text').textContent = `${tool.call} → ${brief(event.metadata.result)}`
         }
+      } else if (event.content === 'approval_required') {
+        showApproval(view, event.metadata)
+      } else if (event.content === 'approval_resolved') {
+        const pending = view.approvals?.get(event.metadata.call_id)
+        if (pending) pending.replaceChildren(element('span', 'approval-answer', event.metadata.approved ? 'approved' : `denied${event.metadata.reason ? `: ${event.metadata.reason}` : ''}`))
       } else if (event.content === 'cancelled') {
         view.meta.textContent = 'stopping…'
       }
@@ -183,6 +204,7 @@ function finish(view, finishReason, metadata = {}) {
 
 /** Streams one run into `view`; the regenerate button goes to the newest finished answer. */
 async function stream(view, run) {
+  view.run = run
   current = view
   setStreaming(run)
   try {

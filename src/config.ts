@@ -50,6 +50,7 @@ export const ConfigSchema = Type.Object({
     description: 'built-in tools enabled for the agent (comma-separated; empty for none)',
   }),
   REDIS_URL: Text('Redis for sessions, event logs and cancel signals [empty: in-memory]'),
+  REDIS_CLUSTER: Text('REDIS_URL is a Redis Cluster: true (REDIS_URL is the seed node) or comma-separated host:port seed nodes [empty: one Redis]'),
   REDIS_KEY_PREFIX: Type.String({
     default: 'agw:',
     pattern: '^[A-Za-z0-9:._-]*$',
@@ -91,6 +92,9 @@ export const ConfigSchema = Type.Object({
   MAX_BUFFERED_BYTES: Int(4_194_304, 1024, 'unsent bytes past which a connection is closed 1008 at once'),
   MAX_PENDING_FRAMES: Int(64, 1, 'received frames that may wait to be served per connection; beyond it: close 1008'),
   MAX_SESSIONS_PER_USER: Int(500, 1, 'sessions one user may hold; a chat creating one more gets too_many_sessions'),
+  TOOLS_REQUIRING_APPROVAL: List('tools that run only once a person approves each call (comma-separated; MCP tools by their exposed names)'),
+  APPROVAL_TIMEOUT_MS: Int(600_000, 1, 'how long a tool call waits for its approval; then it does not run and the model is told'),
+  CLIENT_TOOL_TIMEOUT_MS: Int(120_000, 1, "how long a client tool's call waits for its tool_output"),
   MAX_QUEUED_RUNS: Int(5, 0, 'runs a session may queue behind its active one (chat on_busy enqueue); beyond it: busy'),
   MAX_WATCHED_PER_CONNECTION: Int(32, 1, 'sessions one connection watches at once; one more drops the least recently named'),
   METRICS_TOKEN: Text('bearer token required by /metrics when set [empty: open outside production; in production /metrics answers 401 until it is set]'),
@@ -126,6 +130,8 @@ export interface Config extends Omit<Env, 'MAX_PAYLOAD_BYTES'> {
   jwtAlgorithms: string[]
   /** MCP_SERVERS, parsed and validated. */
   mcpServers: McpServerConfig[]
+  /** REDIS_CLUSTER's seed nodes (REDIS_URL's host for `true`); undefined for one Redis. */
+  redisCluster: Array<{ host: string; port: number }> | undefined
 }
 
 export class ConfigError extends Error {
@@ -135,7 +141,7 @@ export class ConfigError extends Error {
 /** Signing algorithms a token may use; `none` is never one of them. */
 const JWS_ALGORITHMS = new Set(['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'])
 
-const listKeys = new Set(['JWT_ALGORITHMS', 'ALLOWED_ORIGINS', 'TOOLS'])
+const listKeys = new Set(['JWT_ALGORITHMS', 'ALLOWED_ORIGINS', 'TOOLS', 'TOOLS_REQUIRING_APPROVAL'])
 const booleanWords: Record<string, boolean> = { true: true, '1': true, yes: true, false: false, '0': false, no: false }
 
 function schemaOf(key: string): TSchema {
@@ -213,8 +219,10 @@ function resolve(env: Env, devSecret: () => { secret: string }): Config {
   } catch (err) {
     throw new ConfigError(`Invalid MCP_SERVERS: ${(err as Error).message}`)
   }
+  const redisCluster = clusterSeeds(env.REDIS_CLUSTER, env.REDIS_URL)
   return {
     ...env,
+    redisCluster,
     MAX_PAYLOAD_BYTES: env.MAX_PAYLOAD_BYTES ?? payloadBytesFor(env.MAX_CONTENT_CHARS),
     isProduction,
     modelProvider: env.MODEL_PROVIDER ?? (env.OPENAI_API_KEY ? 'openai' : 'mock'),
@@ -224,4 +232,21 @@ function resolve(env: Env, devSecret: () => { secret: string }): Config {
     jwtAlgorithms,
     mcpServers,
   }
+}
+
+/** REDIS_CLUSTER → seed nodes: `true` takes REDIS_URL's host, a list names them (`host:port,…`). */
+function clusterSeeds(value: string | undefined, url: string | undefined): Config['redisCluster'] {
+  const flag = booleanWords[(value ?? '').trim().toLowerCase()]
+  if (value === undefined || flag === false) return undefined
+  if (!url) throw new ConfigError('REDIS_CLUSTER needs REDIS_URL (its credentials and TLS apply to every node)')
+  if (flag === true) {
+    const parsed = new URL(url)
+    return [{ host: parsed.hostname, port: Number(parsed.port || 6379) }]
+  }
+  return value.split(',').map((item) => {
+    const match = /^\s*\[?([^\]\s]+?)\]?:(\d{1,5})\s*$/.exec(item)
+    const port = Number(match?.[2])
+    if (!match || port < 1 || port > 65535) throw new ConfigError(`Invalid REDIS_CLUSTER: expected true or host:port seed nodes (got ${JSON.stringify(item.trim())})`)
+    return { host: match[1] as string, port }
+  })
 }

@@ -1,7 +1,7 @@
 import type { Usage } from '../protocol/index.ts'
 import type { HistoryMessage } from '../store/types.ts'
 import type { ModelClient } from './models/types.ts'
-import type { ToolRegistry } from './tools/registry.ts'
+import type { OpenAITool, ToolOutcome, ToolRegistry } from './tools/registry.ts'
 import { UpstreamError } from './upstream-error.ts'
 import { progressRelay } from './tool-progress.ts'
 
@@ -9,7 +9,7 @@ export type AgentEvent =
   | { type: 'token'; text: string }
   /** A reasoning delta: relayed to clients that asked, never part of the answer or sent back to the model. */
   | { type: 'reasoning'; text: string }
-  | { type: 'tool_call'; tool: string; callId: string; arguments: unknown }
+  | { type: 'tool_call'; tool: string; callId: string; arguments: unknown; executor: 'server' | 'client' }
   | { type: 'tool_result'; tool: string; callId: string; result: unknown; isError: boolean }
   | { type: 'tool_progress'; tool: string; callId: string; progress: number; total?: number; message?: string }
 
@@ -22,9 +22,24 @@ export interface AgentRunInput {
   maxToolRounds: number
   sessionId: string
   userId: string
+  /** (1.1) Tools the client runs, offered to the model for this run (protocol.md §7). */
+  clientTools?: OpenAITool[] | undefined
+  /**
+   * (1.1) Asked before each call: run the tool, or use this outcome instead (a client tool's
+   * output, a denied or expired approval). Absent: every call runs.
+   */
+  gate?: ((call: GatedCall) => Promise<GateDecision>) | undefined
   /** Resolves when the event is logged and the run may pull more (backpressure lives here). */
   emit: (event: AgentEvent) => Promise<void>
 }
+
+export interface GatedCall {
+  tool: string
+  callId: string
+  argumentsJson: string
+}
+
+export type GateDecision = { kind: 'run' } | { kind: 'outcome'; outcome: ToolOutcome }
 
 /** Filled in as the run goes, so a failed or cancelled run still reports what it produced. */
 export interface AgentProgress {
@@ -42,6 +57,8 @@ export interface AgentOutcome {
   finishReason: 'stop' | 'length' | 'content_filter'
   reason?: string
 }
+
+const RUN: GateDecision = { kind: 'run' }
 
 /** The longest a run relays chunks without letting other work in. */
 const YIELD_AFTER_MS = 2
@@ -91,7 +108,8 @@ function parseArguments(json: string): unknown {
 export async function runAgent(input: AgentRunInput, progress: AgentProgress): Promise<AgentOutcome> {
   const { signal } = input
   const messages = [...input.messages]
-  const tools = input.tools.openAITools()
+  const tools = [...input.tools.openAITools(), ...(input.clientTools ?? [])]
+  const clientToolNames = new Set((input.clientTools ?? []).map((tool) => tool.function.name))
   let sliceStart = 0
   let lastChunkAt = 0
   for (let round = 0; ; round++) {
@@ -159,13 +177,15 @@ export async function runAgent(input: AgentRunInput, progress: AgentProgress): P
     progress.pendingText = ''
     messages.push(assistant)
     for (const call of requested) {
-      await input.emit({ type: 'tool_call', tool: call.name, callId: call.id, arguments: parseArguments(call.arguments) })
+      const executor = clientToolNames.has(call.name) ? 'client' : 'server'
+      await input.emit({ type: 'tool_call', tool: call.name, callId: call.id, arguments: parseArguments(call.arguments), executor })
     }
     const context = { signal, sessionId: input.sessionId, userId: input.userId }
     const results = await Promise.all(
       requested.map(async (call) => {
+        const decision = input.gate ? await input.gate({ tool: call.name, callId: call.id, argumentsJson: call.arguments }) : RUN
         const relay = progressRelay(input.emit, call.name, call.id)
-        const outcome = await input.tools.execute(call.name, call.arguments, { ...context, onProgress: relay.report })
+        const outcome = decision.kind === 'outcome' ? decision.outcome : await input.tools.execute(call.name, call.arguments, { ...context, onProgress: relay.report })
         await relay.settle()
         signal.throwIfAborted()
         await input.emit({

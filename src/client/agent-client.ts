@@ -1,4 +1,4 @@
-import type { ClientFrame, ErrorFrame, RunEvent, ServerFrame } from '../protocol/index.ts'
+import type { ClientFrame, ClientTool, ErrorFrame, RunEvent, ServerFrame } from '../protocol/index.ts'
 import { DEFAULT_BACKOFF, backoffDelay, type BackoffPolicy } from './backoff.ts'
 import { AgentError } from './errors.ts'
 import { RunControl, type RunRequestFrame, type RunStream } from './run-stream.ts'
@@ -54,6 +54,19 @@ export interface AgentClientOptions {
   WebSocket?: WebSocketConstructor
   /** For the REST companions (`sessions()`, `history()`) [globalThis.fetch]. */
   fetch?: typeof fetch
+  /**
+   * (1.1) Tools this client runs (protocol.md §7), offered to the model with every chat; a call
+   * of one is run here and its result sent back as `tool_output` (a throw: `is_error`).
+   */
+  tools?: Record<string, ClientToolHandler>
+}
+
+export interface ClientToolHandler {
+  description?: string
+  /** A JSON Schema object: the tool's arguments, as the model is told. */
+  parameters: Record<string, unknown>
+  /** Aborted when the run ends first. A non-string result is sent as JSON. */
+  run(args: unknown, context: { signal: AbortSignal; callId: string; sessionId: string }): unknown
 }
 
 export interface RunOptions {
@@ -98,6 +111,8 @@ export class AgentClient {
   readonly #provideToken: TokenProvider
   readonly #WebSocket: WebSocketConstructor
   readonly #fetch: typeof fetch
+  readonly #tools: Record<string, ClientToolHandler>
+  readonly #clientTools: ClientTool[]
   readonly #backoff: BackoffPolicy
   readonly #random: () => number
   readonly #maxReconnectAttempts: number
@@ -129,6 +144,8 @@ export class AgentClient {
     if (!Socket) throw new TypeError('no WebSocket here: use Node 22+ or a browser, or pass options.WebSocket')
     this.#WebSocket = Socket
     this.#fetch = options.fetch ?? ((...args) => globalThis.fetch(...args))
+    this.#tools = options.tools ?? {}
+    this.#clientTools = Object.entries(this.#tools).map(([name, tool]) => ({ name, parameters: tool.parameters, ...(tool.description ? { description: tool.description } : {}) }))
     this.#provideToken = options.token
     this.#backoff = { ...DEFAULT_BACKOFF, ...options.backoff }
     this.#random = options.random ?? Math.random
@@ -153,7 +170,8 @@ export class AgentClient {
   chat(content: string, options: ChatOptions = {}): RunStream {
     if (typeof content !== 'string' || content.length === 0) throw new TypeError('chat content must be a non-empty string')
     const sessionId = options.sessionId ?? this.sessionId
-    return this.#run({ type: 'chat', content, session_id: sessionId, id: runId(options), ...busyField(options), ...(options.edit ? { edit: options.edit } : {}) }, options)
+    const frame = { type: 'chat' as const, content, session_id: sessionId, id: runId(options), ...busyField(options), ...(options.edit ? { edit: options.edit } : {}) }
+    return this.#run(this.#clientTools.length > 0 ? { ...frame, client_tools: this.#clientTools } : frame, options)
   }
 
   /** (1.1) Drops the session's last answer and answers its last user message again. */
@@ -199,7 +217,12 @@ export class AgentClient {
   #run(frame: RunRequestFrame, options: RunOptions, following?: string): RunStream {
     const sessionId = frame.session_id
     assertSessionId(sessionId)
-    const run = new RunControl({ frame, maxBufferedEvents: this.#maxBufferedEvents, onCancel: (cancelled) => this.#cancel(cancelled) })
+    const run = new RunControl({
+      frame,
+      maxBufferedEvents: this.#maxBufferedEvents,
+      onCancel: (cancelled) => this.#cancel(cancelled),
+      onAnswer: (answer) => void this.#send(answer),
+    })
     if (following !== undefined) {
       run.runId = following
       run.sent = true
@@ -346,13 +369,36 @@ export class AgentClient {
     session.lastSeq = frame.seq
     if (frame.metadata.run_id !== run.runId) return
     run.deliver(frame)
+    if (frame.type === 'status' && frame.content === 'tool_call' && frame.metadata.executor === 'client') this.#runClientTool(run, frame.metadata.tool, frame.metadata.call_id, frame.metadata.arguments)
     if (run.settled) this.#next(session)
+  }
+
+  /** A call of one of our tools: run it, send its output (the server ignores a second answer). */
+  #runClientTool(run: RunControl, tool: string, callId: string, args: unknown): void {
+    const handler = this.#tools[tool]
+    if (!handler) return
+    const controller = new AbortController()
+    run.onSettled(() => controller.abort())
+    const answer = (output: string, isError: boolean) => {
+      if (!run.settled) this.#send({ type: 'tool_output', session_id: run.sessionId, call_id: callId, output, ...(isError ? { is_error: true } : {}) })
+    }
+    Promise.resolve()
+      .then(() => handler.run(args, { signal: controller.signal, callId, sessionId: run.sessionId }))
+      .then(
+        (result) => answer(typeof result === 'string' ? result : JSON.stringify(result ?? null), false),
+        (err: unknown) => answer(describe(err), true),
+      )
   }
 
   /** An `error` without seq: the answer to one frame (chat, resume, cancel), not a run event. */
   #onRefusal(frame: ErrorFrame): void {
     const { code, retryable, request_id: requestId, retry_after_ms: retryAfterMs } = frame.metadata
     if (code === 'no_active_run') return // a cancel that crossed the run's complete
+    if (code === 'not_pending') {
+      // An answer to a call answered meanwhile (another tab) or ended: the run is not concerned.
+      this.#report(new AgentError(code, frame.content, { retryable }))
+      return
+    }
     const session = this.#sessions.get(frame.session_id)
     if (!session || (requestId !== undefined && requestId !== session.active.id)) {
       this.#report(new AgentError(code, frame.content, { retryable }))

@@ -6,6 +6,7 @@ export {
   AgentClient,
   type AgentClientOptions,
   type ChatOptions,
+  type ClientToolHandler,
   type RunOptions,
   type SessionHistory,
   type SessionList,

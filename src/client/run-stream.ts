@@ -1,4 +1,4 @@
-import type { ChatFrame, FinishReason, RegenerateFrame, RunEvent, Usage } from '../protocol/index.ts'
+import type { ChatFrame, FinishReason, RegenerateFrame, RunEvent, ToolApprovalFrame, ToolOutputFrame, Usage } from '../protocol/index.ts'
 import { AsyncQueue } from './async-queue.ts'
 import { AgentError } from './errors.ts'
 
@@ -47,6 +47,19 @@ export class RunStream implements AsyncIterable<RunEvent> {
     this.#control.requestCancel()
   }
 
+  /**
+   * (1.1) Answers a `status:approval_required` of this run: the tool runs. A call answered
+   * already (here, in another tab, on another device) is refused `not_pending` (onError).
+   */
+  approve(callId: string): void {
+    this.#control.answer({ type: 'tool_approval', session_id: this.sessionId, call_id: callId, approved: true })
+  }
+
+  /** (1.1) Refuses a pending approval: the tool does not run, and the model is told `reason`. */
+  deny(callId: string, reason?: string): void {
+    this.#control.answer({ type: 'tool_approval', session_id: this.sessionId, call_id: callId, approved: false, ...(reason === undefined ? {} : { reason }) })
+  }
+
   result(): Promise<RunResult> {
     return this.#control.result
   }
@@ -69,6 +82,8 @@ export interface RunInit {
   frame: RunRequestFrame
   maxBufferedEvents: number
   onCancel: (run: RunControl) => void
+  /** Sends an answer to a call of the run that waits on the client. */
+  onAnswer: (frame: ToolApprovalFrame | ToolOutputFrame) => void
 }
 
 /** The client's side of a run: what the stream's reader never sees. */
@@ -86,6 +101,7 @@ export class RunControl {
   /** Retries of a refused frame (busy, rate_limited) so far. */
   retries = 0
   readonly #onCancel: (run: RunControl) => void
+  readonly #onAnswer: (frame: ToolApprovalFrame | ToolOutputFrame) => void
   #resolve!: (result: RunResult) => void
   #reject!: (error: AgentError) => void
   #cleanups: Array<() => void> = []
@@ -93,6 +109,7 @@ export class RunControl {
   constructor(init: RunInit) {
     this.chatFrame = init.frame
     this.#onCancel = init.onCancel
+    this.#onAnswer = init.onAnswer
     this.events = new AsyncQueue(
       init.maxBufferedEvents,
       () => new AgentError('overflow', `more than ${init.maxBufferedEvents} events were not read: iterate the run, or only await text()`),
@@ -116,6 +133,10 @@ export class RunControl {
 
   get acknowledged(): boolean {
     return this.runId !== undefined
+  }
+
+  answer(frame: ToolApprovalFrame | ToolOutputFrame): void {
+    this.#onAnswer(frame)
   }
 
   requestCancel(): void {

@@ -51,6 +51,9 @@ async function sessionsPlugin(app: FastifyInstance, options: SessionsPluginOptio
       resumeGraceMs: config.RESUME_GRACE_MS,
       maxToolRounds: config.MAX_TOOL_ROUNDS,
       leaseMs: config.RUN_LEASE_MS,
+      approvalTools: new Set(config.TOOLS_REQUIRING_APPROVAL),
+      approvalTimeoutMs: config.APPROVAL_TIMEOUT_MS,
+      clientToolTimeoutMs: config.CLIENT_TOOL_TIMEOUT_MS,
     },
   })
   // Only a shared store can hold runs of other (possibly dead) instances.
@@ -81,6 +84,7 @@ async function sessionsPlugin(app: FastifyInstance, options: SessionsPluginOptio
       historyMaxMessages: config.HISTORY_MAX_MESSAGES,
       maxSessionsPerUser: config.MAX_SESSIONS_PER_USER,
       maxQueuedRuns: config.MAX_QUEUED_RUNS,
+      serverToolNames: () => options.tools.names(),
       busyRetryAfterMs: 1000,
     },
   })

@@ -17,6 +17,17 @@ export const OnBusy = Type.Union([Type.Literal('reject'), Type.Literal('interrup
 })
 export type OnBusy = Static<typeof OnBusy>
 
+/** (1.1) A tool the client runs for this run (protocol.md §7); sizes checked by the session service. */
+export const ClientTool = Type.Object(
+  {
+    name: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' }),
+    description: Type.Optional(Type.String({ maxLength: 1024 })),
+    parameters: Type.Record(Type.String(), Type.Unknown(), { description: 'A JSON Schema object, at most 8 KB serialized' }),
+  },
+  strict,
+)
+export type ClientTool = Static<typeof ClientTool>
+
 export const ChatFrame = Type.Object(
   {
     type: Type.Literal('chat'),
@@ -26,9 +37,21 @@ export const ChatFrame = Type.Object(
     id: Type.Optional(RequestId),
     on_busy: Type.Optional(OnBusy),
     edit: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: '(1.1) The id of an earlier user message: history is cut before it, content replaces it' })),
+    client_tools: Type.Optional(Type.Array(ClientTool, { maxItems: 32, description: '(1.1) Tools the client executes, offered to the model for this run' })),
     reasoning: Type.Optional(Type.Boolean({ description: "(1.1) true to receive the model's reasoning deltas as reasoning frames" })),
   },
   { ...strict, $id: 'ChatFrame', description: 'Start an agent run in a session' },
+)
+
+export const ToolApprovalFrame = Type.Object(
+  { type: Type.Literal('tool_approval'), session_id: SessionId, call_id: Type.String({ minLength: 1, maxLength: 256 }), approved: Type.Boolean(), reason: Type.Optional(Type.String({ maxLength: 500 })) },
+  { ...strict, $id: 'ToolApprovalFrame', description: '(1.1) Answer a pending approval_required' },
+)
+
+export const ToolOutputFrame = Type.Object(
+  // The upper bound of output is MAX_CONTENT_CHARS, checked by the handler (payload_too_large).
+  { type: Type.Literal('tool_output'), session_id: SessionId, call_id: Type.String({ minLength: 1, maxLength: 256 }), output: Type.String(), is_error: Type.Optional(Type.Boolean()) },
+  { ...strict, $id: 'ToolOutputFrame', description: '(1.1) The result of a client-side tool call' },
 )
 
 export const RegenerateFrame = Type.Object(
@@ -63,6 +86,8 @@ export const clientFrameSchemas = {
   resume: ResumeFrame,
   auth: AuthFrame,
   regenerate: RegenerateFrame,
+  tool_approval: ToolApprovalFrame,
+  tool_output: ToolOutputFrame,
 } as const
 
 export const ClientFrame = Type.Union(Object.values(clientFrameSchemas), { $id: 'ClientFrame' })
@@ -73,5 +98,7 @@ export type PingFrame = Static<typeof PingFrame>
 export type ResumeFrame = Static<typeof ResumeFrame>
 export type AuthFrame = Static<typeof AuthFrame>
 export type RegenerateFrame = Static<typeof RegenerateFrame>
+export type ToolApprovalFrame = Static<typeof ToolApprovalFrame>
+export type ToolOutputFrame = Static<typeof ToolOutputFrame>
 export type ClientFrame = Static<typeof ClientFrame>
 export type ClientFrameType = keyof typeof clientFrameSchemas

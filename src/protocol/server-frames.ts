@@ -39,11 +39,58 @@ export const StatusToolCall = Type.Object(
     seq: Seq,
     content: Type.Literal('tool_call'),
     metadata: Type.Object(
-      { run_id: RunId, tool: Type.String(), call_id: Type.String(), arguments: Type.Unknown() },
+      {
+        run_id: RunId,
+        tool: Type.String(),
+        call_id: Type.String(),
+        arguments: Type.Unknown(),
+        executor: Type.Optional(Type.Union([Type.Literal('server'), Type.Literal('client')], { description: '(1.1) client: a tool of chat.client_tools, answered with tool_output' })),
+      },
       strict,
     ),
   },
   { ...strict, $id: 'StatusToolCall', description: 'The model called a tool' },
+)
+
+/** (1.1) A tool call waiting on the client (protocol.md §7), as `status:resumed` and REST list it. */
+export const PendingCall = Type.Object(
+  {
+    call_id: Type.String(),
+    tool: Type.String(),
+    arguments: Type.Unknown(),
+    kind: Type.Union([Type.Literal('approval'), Type.Literal('client_tool')]),
+    expires_at: Type.String({ format: 'date-time' }),
+  },
+  strict,
+)
+export type PendingCall = Static<typeof PendingCall>
+
+export const StatusApprovalRequired = Type.Object(
+  {
+    type: Type.Literal('status'),
+    session_id: SessionIdOrEmpty,
+    seq: Seq,
+    content: Type.Literal('approval_required'),
+    metadata: Type.Object(
+      { run_id: RunId, tool: Type.String(), call_id: Type.String(), arguments: Type.Unknown(), expires_at: Type.String({ format: 'date-time' }) },
+      strict,
+    ),
+  },
+  { ...strict, $id: 'StatusApprovalRequired', description: '(1.1) The tool runs only once a person approves: answer with tool_approval' },
+)
+
+export const StatusApprovalResolved = Type.Object(
+  {
+    type: Type.Literal('status'),
+    session_id: SessionIdOrEmpty,
+    seq: Seq,
+    content: Type.Literal('approval_resolved'),
+    metadata: Type.Object(
+      { run_id: RunId, call_id: Type.String(), approved: Type.Boolean(), reason: Type.Optional(Type.String()) },
+      strict,
+    ),
+  },
+  { ...strict, $id: 'StatusApprovalResolved', description: '(1.1) An approval was answered (or expired); the tool_result follows' },
 )
 
 export const StatusToolResult = Type.Object(
@@ -116,7 +163,11 @@ export const StatusResumed = Type.Object(
     session_id: SessionIdOrEmpty,
     content: Type.Literal('resumed'),
     metadata: Type.Object(
-      { last_seq: Type.Integer({ minimum: 0 }), active_run: Type.Union([RunId, Type.Null()]) },
+      {
+        last_seq: Type.Integer({ minimum: 0 }),
+        active_run: Type.Union([RunId, Type.Null()]),
+        pending: Type.Optional(Type.Array(PendingCall, { description: '(1.1) Tool calls waiting on the client' })),
+      },
       strict,
     ),
   },
@@ -197,6 +248,8 @@ export const serverFrameSchemas = {
   StatusToolCall,
   StatusToolResult,
   StatusToolProgress,
+  StatusApprovalRequired,
+  StatusApprovalResolved,
   StatusCancelled,
   StatusQueued,
   StatusResumed,

@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyError, FastifyInstance } from 'fastify'
-import { ErrorCode, ProtocolError, SessionId } from '../protocol/index.ts'
+import { ErrorCode, PendingCall, ProtocolError, SessionId } from '../protocol/index.ts'
 import type { HistoryMessage, SessionRecord, SessionSummary } from '../store/types.ts'
 
 const Params = Type.Object({ id: SessionId })
@@ -21,7 +21,7 @@ export const SessionView = Type.Object(
   {
     session_id: SessionId,
     messages: Type.Array(VisibleMessage, { description: 'Oldest first: each user message, then the whole answer of its run' }),
-    pending: Type.Array(Type.Unknown(), { description: '(1.1) Tool calls waiting on the client (protocol.md §7); none yet in this version' }),
+    pending: Type.Array(PendingCall, { description: '(1.1) Tool calls waiting on the client (protocol.md §7)' }),
     created_at: Type.String({ format: 'date-time' }),
     updated_at: Type.String({ format: 'date-time' }),
     active_run: Type.Union([Type.String(), Type.Null()], { description: 'The run in progress, if any' }),
@@ -84,11 +84,11 @@ export function visibleMessages(history: HistoryMessage[]): VisibleMessage[] {
   return visible
 }
 
-function view(session: SessionRecord): SessionView {
+function view(session: SessionRecord & { pending: PendingCall[] }): SessionView {
   return {
     session_id: session.id,
     messages: visibleMessages(session.messages),
-    pending: [],
+    pending: session.pending,
     created_at: new Date(session.createdAt).toISOString(),
     updated_at: new Date(session.updatedAt).toISOString(),
     active_run: session.active?.runId ?? null,

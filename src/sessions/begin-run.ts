@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { ErrorCode, ProtocolError, type OnBusy } from '../protocol/index.ts'
+import { ErrorCode, ProtocolError, type ClientTool, type OnBusy } from '../protocol/index.ts'
 import { refKey, type Backend, type RunInput, type SessionRef } from '../store/types.ts'
 import type { LeaseSweeper } from './lease-sweeper.ts'
 import type { RunExecutor } from './run-executor.ts'
@@ -26,6 +26,7 @@ export interface RunRequest {
   requestId: string | undefined
   onBusy: OnBusy | undefined
   reasoning?: boolean | undefined
+  clientTools?: ClientTool[] | undefined
 }
 
 /**
@@ -51,6 +52,7 @@ export async function beginAndWatch(deps: BeginRunDeps, watcher: Watcher, ref: S
       ...(message?.content ? { title: titleOf(message.content) } : {}),
       ...(request.requestId === undefined ? {} : { requestId: request.requestId }),
       ...(request.reasoning ? { reasoning: true } : {}),
+      ...(request.clientTools?.length ? { clientTools: request.clientTools } : {}),
     })
   let begun = await begin()
   // The run of a dead instance holds the session until somebody ends it: the first to ask does.

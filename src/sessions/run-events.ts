@@ -15,7 +15,7 @@ export function runEvent(sessionId: string, runId: string, event: AgentEvent): U
         type: 'status',
         session_id: sessionId,
         content: 'tool_call',
-        metadata: { run_id: runId, tool: event.tool, call_id: event.callId, arguments: event.arguments },
+        metadata: { run_id: runId, tool: event.tool, call_id: event.callId, arguments: event.arguments, ...(event.executor === 'client' ? { executor: 'client' as const } : {}) },
       }
     case 'tool_result':
       return {

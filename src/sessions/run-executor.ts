@@ -9,6 +9,8 @@ import { refKey, type Backend, type ControlMessage, type HistoryMessage, type Se
 import { cancelledFrame, completeFrame, failureFrame, runEvent, thinkingFrame, type Finish } from './run-events.ts'
 import type { Subscriptions } from './subscriptions.ts'
 import { RunAborted, type AbortCause } from './watcher.ts'
+import { Fenced } from './fenced.ts'
+import { ToolGate } from './tool-gate.ts'
 
 export interface ExecutorConfig {
   /** Holds the leases of the runs this instance executes (and of queued runs it starts). */
@@ -19,6 +21,10 @@ export interface ExecutorConfig {
   maxToolRounds: number
   /** How long a run's lease lives without renewal; another instance ends it as interrupted after. */
   leaseMs: number
+  /** (1.1) Waiting on the client (protocol.md §7). */
+  approvalTools: ReadonlySet<string>
+  approvalTimeoutMs: number
+  clientToolTimeoutMs: number
 }
 
 /** The moments of one run; whoever measures them keeps the clock. */
@@ -57,12 +63,14 @@ interface LocalRun extends RunStart {
   done: Promise<void>
   graceTimer?: NodeJS.Timeout
   tracker?: RunTracker | undefined
+  /** Its calls that wait on the client. */
+  gate?: ToolGate
+  /** Text deltas held while a watcher is backed up: logged as one token when it drains (§6). */
+  merging?: { text: string; logged: Promise<void> }
 }
 
-/** The run was refused a write: it no longer holds its session (ended elsewhere, deleted, lost). */
-class Fenced extends Error {
-  override name = 'Fenced'
-}
+/** Text held for a backed-up watcher before the run stops pulling from the model. */
+const MERGE_LIMIT_CHARS = 64 * 1024
 
 /**
  * Executes this instance's runs: the only writer of a run's events, lease and final frames.
@@ -140,18 +148,22 @@ export class RunExecutor {
     const run = this.#runs.get(refKey(message.ref))
     if (run?.runId !== message.runId) return
     if (message.kind === 'cancel') return this.#abortLocal(run, message.reason === 'client' ? 'cancel' : message.reason)
+    if (message.kind === 'answer') return run.gate?.answer(message.callId, message.answer)
     this.#armGrace(run)
   }
 
   /** Nobody watches the run anywhere: it ends after the grace unless somebody comes back. */
-  #armGrace(run: LocalRun): void {
+  #armGrace(run: LocalRun, delayMs = this.#options.config.resumeGraceMs): void {
     clearTimeout(run.graceTimer)
-    run.graceTimer = setTimeout(() => void this.#abortIfUnwatched(run), this.#options.config.resumeGraceMs)
+    run.graceTimer = setTimeout(() => void this.#abortIfUnwatched(run), delayMs)
     run.graceTimer.unref()
   }
 
   async #abortIfUnwatched(run: LocalRun): Promise<void> {
     const { logger, backend } = this.#options
+    // A person may take minutes to decide: a run waiting on the client outlives the grace (§7).
+    const waitingUntil = run.gate?.waitingUntil
+    if (waitingUntil !== undefined && waitingUntil > Date.now()) return this.#armGrace(run, waitingUntil - Date.now() + this.#options.config.resumeGraceMs)
     try {
       if ((await backend.sessions.watcherCount(run.ref)) > 0) return
       logger.info({ sessionId: run.ref.id, userId: run.ref.owner, runId: run.runId }, 'run aborted: nobody resumed within the grace')
@@ -161,11 +173,38 @@ export class RunExecutor {
     }
   }
 
-  /** Logs one event of the run, then waits until its local watchers can take more. */
+  /** Logs one event of the run (after any text it holds), then waits until its local watchers can take more. */
   async #append(run: LocalRun, event: UnsequencedRunEvent): Promise<void> {
-    const logged = await this.#options.backend.sessions.append(run.ref, run.runId, event)
-    if (!logged) throw new Fenced()
+    if (run.merging) await run.merging.logged
+    await this.#log(run, event)
     await this.#options.subscriptions.whenWritable(run.ref)
+  }
+
+  /** The fenced write itself. */
+  async #log(run: LocalRun, event: UnsequencedRunEvent): Promise<void> {
+    if (!(await this.#options.backend.sessions.append(run.ref, run.runId, event))) throw new Fenced()
+  }
+
+  /**
+   * A text delta. While a local watcher is backed up, consecutive deltas are merged into one
+   * `token` event, logged when it drains (protocol.md §6): nothing is lost, a slow reader gets
+   * fewer, larger frames, and the run stops pulling once it holds MERGE_LIMIT_CHARS.
+   */
+  async #token(run: LocalRun, text: string): Promise<void> {
+    // A token does not wait for its socket to drain: the next ones are merged meanwhile.
+    if (!run.merging && this.#options.subscriptions.writable(run.ref)) return this.#log(run, runEvent(run.ref.id, run.runId, { type: 'token', text }))
+    if (run.merging) run.merging.text += text
+    else {
+      const merging = { text, logged: Promise.resolve() }
+      run.merging = merging
+      merging.logged = this.#options.subscriptions.whenWritable(run.ref).then(() => {
+        run.merging = undefined
+        return this.#log(run, runEvent(run.ref.id, run.runId, { type: 'token', text: merging.text }))
+      })
+      // Awaited by the next event or the finish; a failure there is the run's.
+      merging.logged.catch(() => {})
+    }
+    if (run.merging.text.length >= MERGE_LIMIT_CHARS) await run.merging.logged
   }
 
   async #execute(run: LocalRun): Promise<void> {
@@ -184,6 +223,19 @@ export class RunExecutor {
     }, config.leaseMs / 3)
     lease.unref()
     const progress = createProgress()
+    const clientTools = run.clientTools ?? []
+    run.gate = new ToolGate({
+      backend,
+      ref,
+      runId,
+      signal: controller.signal,
+      tools: this.#options.tools,
+      approvalTools: config.approvalTools,
+      clientTools: new Set(clientTools.map((tool) => tool.name)),
+      approvalTimeoutMs: config.approvalTimeoutMs,
+      clientToolTimeoutMs: config.clientToolTimeoutMs,
+      append: (event) => this.#append(run, event),
+    })
     let finish: Finish = { finishReason: 'stop' }
     try {
       await this.#append(run, thinkingFrame(ref, runId, run.requestId))
@@ -195,12 +247,15 @@ export class RunExecutor {
           messages: [systemMessage(config.systemPrompt), ...withoutOrphanedToolResults(run.history), run.userMessage].map(forModel),
           signal: controller.signal,
           maxToolRounds: config.maxToolRounds,
+          clientTools: clientTools.map((tool) => ({ type: 'function', function: { name: tool.name, description: tool.description ?? '', parameters: tool.parameters } })),
+          gate: (call) => (run.gate as ToolGate).decide(call),
           sessionId: ref.id,
           userId: ref.owner,
           emit: (event) => {
             run.tracker?.event(event.type)
             // Reasoning is relayed only to a chat that asked for it (protocol.md §2).
             if (event.type === 'reasoning' && !run.reasoning) return Promise.resolve()
+            if (event.type === 'token') return this.#token(run, event.text)
             return this.#append(run, runEvent(ref.id, runId, event))
           },
         },
@@ -219,6 +274,7 @@ export class RunExecutor {
   /** Logs `complete` with the run's messages, freeing the session, in one fenced step; starts the next queued run. */
   async #finish(run: LocalRun, progress: ReturnType<typeof createProgress>, finish: Finish): Promise<Finish> {
     const { backend, config } = this.#options
+    if (run.merging) await run.merging.logged
     const finished = await backend.sessions.finishRun(run.ref, {
       runId: run.runId,
       instanceId: config.instanceId,

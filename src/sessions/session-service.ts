@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { ErrorCode, ProtocolError, type OnBusy, type StatusResumed } from '../protocol/index.ts'
-import { refKey, type Backend, type RunInput, type SessionPage, type SessionRecord, type SessionRef } from '../store/types.ts'
+import { ErrorCode, ProtocolError, type ClientTool, type OnBusy, type PendingCall, type StatusResumed } from '../protocol/index.ts'
+import { refKey, type Backend, type RunInput, type SessionPage, type SessionRecord, type SessionRef, type ToolAnswer } from '../store/types.ts'
+import { checkClientTools } from './client-tools.ts'
 import { beginAndWatch, type BeginRunDeps } from './begin-run.ts'
 import type { LeaseSweeper } from './lease-sweeper.ts'
 import type { RunExecutor, RunObserver } from './run-executor.ts'
@@ -14,6 +15,8 @@ export interface SessionServiceConfig {
   historyMaxMessages: number
   maxSessionsPerUser: number
   maxQueuedRuns: number
+  /** The names of the server's tools now (a client tool may not take one). */
+  serverToolNames: () => readonly string[]
   /** How long `busy` asks a client to wait before retrying. */
   busyRetryAfterMs: number
 }
@@ -36,6 +39,14 @@ export interface ChatRequest {
   /** The id of an earlier user message this one replaces. */
   edit?: string | undefined
   reasoning?: boolean | undefined
+  clientTools?: ClientTool[] | undefined
+}
+
+/** (1.1) An answer to a call that waits on the client (tool_approval, tool_output). */
+export interface ToolAnswerRequest {
+  sessionId: string
+  callId: string
+  answer: ToolAnswer
 }
 
 export interface RegenerateRequest {
@@ -102,8 +113,22 @@ export class SessionService {
       ref = refOf(await this.#find(watcher.userId, sessionId, ids))
     }
     const input: RunInput = request.edit === undefined ? { kind: 'message', message } : { kind: 'edit', messageId: request.edit, message }
-    await beginAndWatch(this.#runDeps, watcher, ref, { input, requestId: request.requestId, onBusy: request.onBusy, reasoning: request.reasoning })
+    const clientTools = request.clientTools && checkClientTools(request.clientTools, this.#config.serverToolNames(), ids)
+    await beginAndWatch(this.#runDeps, watcher, ref, { input, requestId: request.requestId, onBusy: request.onBusy, reasoning: request.reasoning, clientTools })
     return sessionId
+  }
+
+  /**
+   * (1.1) Answers a call that waits on the client: the first answer claims it in the store
+   * (atomically, whichever instance it reaches) and goes to the run's instance; any later one is
+   * `not_pending`.
+   */
+  async answer(owner: string, request: ToolAnswerRequest): Promise<void> {
+    const { sessionId, callId, answer } = request
+    const ref = refOf(await this.#find(owner, sessionId))
+    const claimed = await this.#backend.sessions.claimPending(ref, callId, answer.kind)
+    if (!claimed) throw new ProtocolError(ErrorCode.notPending, `call ${callId} is not waiting for ${answer.kind === 'approval' ? 'an approval' : 'a tool output'}`, { sessionId })
+    await this.#backend.control.publish({ kind: 'answer', ref, runId: claimed.runId, callId, answer })
   }
 
   /** Answers the session's last user message again, its last answer dropped (protocol.md §2). */
@@ -158,20 +183,21 @@ export class SessionService {
       throw err
     }
     // Nothing awaited between subscribing and answering: live events follow `resumed`.
+    const pending = active ? await this.#backend.sessions.listPending(ref) : []
     const resumed: StatusResumed = {
       type: 'status',
       session_id: sessionId,
       content: 'resumed',
-      metadata: { last_seq: replayedUpTo, active_run: active?.runId ?? null },
+      metadata: { last_seq: replayedUpTo, active_run: active?.runId ?? null, pending },
     }
     watcher.deliver(JSON.stringify(resumed))
   }
 
-  /** The session as its owner may see it (REST); a read keeps it alive like a resume. */
-  async get(owner: string, sessionId: string): Promise<SessionRecord> {
+  /** The session as its owner may see it (REST), with its calls waiting on the client; a read keeps it alive like a resume. */
+  async get(owner: string, sessionId: string): Promise<SessionRecord & { pending: PendingCall[] }> {
     const session = await this.#find(owner, sessionId)
     await this.#backend.sessions.touch(refOf(session))
-    return session
+    return { ...session, pending: session.active ? await this.#backend.sessions.listPending(refOf(session)) : [] }
   }
 
   /**

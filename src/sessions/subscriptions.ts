@@ -85,6 +85,12 @@ export class Subscriptions implements SubscriptionOwner {
     return this.#watched.get(refKey(ref))?.subscriptions ?? NONE
   }
 
+  /** True while every local watcher of the session can take more. */
+  writable(ref: SessionRef): boolean {
+    for (const subscription of this.of(ref)) if (!subscription.watcher.writable) return false
+    return true
+  }
+
   /** Resolves once every local watcher of the session can take more (end-to-end backpressure). */
   async whenWritable(ref: SessionRef): Promise<void> {
     for (const subscription of this.of(ref)) {

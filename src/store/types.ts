@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
-import type { StatusQueued, UnsequencedRunEvent } from '../protocol/index.ts'
-import type { Redis } from 'ioredis'
+import type { ClientTool, PendingCall, StatusQueued, UnsequencedRunEvent } from '../protocol/index.ts'
+import type { Cluster, Redis } from 'ioredis'
 
 export { serializeEvent } from '../protocol/serialize.ts'
 
@@ -84,6 +84,13 @@ export interface StartedRun {
   userMessage: HistoryMessage
   /** Asked with `reasoning: true`: relay the model's reasoning deltas. */
   reasoning?: boolean
+  /** (1.1) Tools the client runs, declared by the chat that asked for this run. */
+  clientTools?: ClientTool[]
+}
+
+/** (1.1) A tool call waiting on the client, with the run that waits for it. */
+export interface PendingEntry extends PendingCall {
+  runId: string
 }
 
 export type BeginRunResult =
@@ -107,6 +114,7 @@ export interface BeginRun {
   input: RunInput
   maxMessages: number
   reasoning?: boolean
+  clientTools?: ClientTool[]
   /** When the session has an active run: refuse (default), queue behind it, or queue first. */
   onBusy?: 'reject' | 'enqueue' | 'interrupt'
   maxQueued?: number
@@ -179,6 +187,15 @@ export interface SessionStore {
    * makes the first queued run active (held by `finish.instanceId`); null when fenced.
    */
   finishRun(ref: SessionRef, finish: FinishRun): Promise<Finished | null>
+  /** (1.1) Records a call that waits on the client; false when the run no longer holds the session (fenced). */
+  addPending(ref: SessionRef, runId: string, call: PendingCall): Promise<boolean>
+  /**
+   * (1.1) Takes the call out of the waiting ones, atomically, when it waits for an answer of this
+   * kind: whoever takes it answers it; null for everybody else (answered, expired, unknown).
+   */
+  claimPending(ref: SessionRef, callId: string, kind: PendingCall['kind']): Promise<PendingEntry | null>
+  /** (1.1) The calls waiting on the client, oldest first. */
+  listPending(ref: SessionRef): Promise<PendingCall[]>
   /** Drops the session's queued runs (a deletion); how many there were. */
   clearQueue(ref: SessionRef): Promise<number>
   /** The owner's sessions, most recently updated first. */
@@ -241,8 +258,20 @@ export const ControlMessage = Type.Union([
     reason: Type.Union([Type.Literal('client'), Type.Literal('deleted'), Type.Literal('superseded')]),
   }),
   Type.Object({ kind: Type.Literal('orphaned'), ref: SessionRef, runId: Type.String() }),
+  /** (1.1) A claimed answer to a call the run waits for: to the instance executing it. */
+  Type.Object({
+    kind: Type.Literal('answer'),
+    ref: SessionRef,
+    runId: Type.String(),
+    callId: Type.String(),
+    answer: Type.Union([
+      Type.Object({ kind: Type.Literal('approval'), approved: Type.Boolean(), reason: Type.Optional(Type.String()) }),
+      Type.Object({ kind: Type.Literal('client_tool'), output: Type.String(), isError: Type.Boolean() }),
+    ]),
+  }),
 ])
 export type ControlMessage = Static<typeof ControlMessage>
+export type ToolAnswer = Extract<ControlMessage, { kind: 'answer' }>['answer']
 
 /** Signals to the instance that owns a run: cancel it, or check whether anybody still watches. */
 export interface ControlBus {
@@ -256,8 +285,8 @@ export interface Backend {
   sessions: SessionStore
   events: EventLog
   control: ControlBus
-  /** The Redis client behind a Redis backend: guards keep their shared counters in it too. */
-  redis?: Redis
+  /** The Redis client behind a Redis backend (a cluster client on a Redis Cluster): guards keep their shared counters in it too. */
+  redis?: Redis | Cluster
   /** The prefix of the Redis backend's keys; the guards' keys go under it too. */
   keyPrefix?: string
   /** Closes every connection and timer of the backend; idempotent. */

@@ -256,6 +256,7 @@ export class Connection implements Watcher {
             onBusy: frame.on_busy,
             edit: frame.edit,
             reasoning: frame.reasoning,
+            clientTools: frame.client_tools,
           }),
         )
         return
@@ -264,6 +265,25 @@ export class Connection implements Watcher {
         await withRequestId(frame.id, () => this.#options.sessions.regenerate(this, { sessionId: frame.session_id, requestId: frame.id, onBusy: frame.on_busy }))
         this.#lastSessionId = frame.session_id
         return
+      case 'tool_approval':
+        await this.#options.sessions.answer(this.userId, {
+          sessionId: frame.session_id,
+          callId: frame.call_id,
+          answer: { kind: 'approval', approved: frame.approved, ...(frame.reason === undefined ? {} : { reason: frame.reason }) },
+        })
+        return
+      case 'tool_output': {
+        const { maxContentChars } = this.#options.limits
+        if (codePoints(frame.output, maxContentChars) > maxContentChars) {
+          throw new ProtocolError(ErrorCode.payloadTooLarge, `output is longer than ${maxContentChars} characters`, { sessionId: frame.session_id })
+        }
+        await this.#options.sessions.answer(this.userId, {
+          sessionId: frame.session_id,
+          callId: frame.call_id,
+          answer: { kind: 'client_tool', output: frame.output, isError: frame.is_error === true },
+        })
+        return
+      }
       case 'cancel': {
         const sessionId = frame.session_id ?? this.#lastSessionId
         if (!sessionId) throw new ProtocolError(ErrorCode.noActiveRun, 'no session to cancel: name session_id')

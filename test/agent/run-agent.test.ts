@@ -103,8 +103,8 @@ t.test('a tool round: calls assembled from fragments, run, results fed back, usa
   t.same(await runAgent(run, progress), { finishReason: 'stop' })
   t.same(events.slice(0, 3), [
     { type: 'token', text: 'Let me check. ' },
-    { type: 'tool_call', tool: 'echo', callId: 'call_a', arguments: { text: 'hi' } },
-    { type: 'tool_call', tool: 'missing', callId: 'call_b', arguments: 'not json' },
+    { type: 'tool_call', tool: 'echo', callId: 'call_a', arguments: { text: 'hi' }, executor: 'server' },
+    { type: 'tool_call', tool: 'missing', callId: 'call_b', arguments: 'not json', executor: 'server' },
   ])
   // Tools run in parallel: results are reported as they finish.
   t.same(

@@ -6,11 +6,7 @@ import t, { type Test } from 'tap'
 import type { Page } from 'playwright-core'
 import { startApp } from '../helpers/app.ts'
 import { chromiumMissing, launchChromium } from './chromium.ts'
-
-async function send(page: Page, text: string): Promise<void> {
-  await page.fill('#message', text)
-  await page.press('#message', 'Enter')
-}
+import { connected, send } from './page.ts'
 
 const answers = (page: Page) => page.locator('.message.assistant')
 
@@ -46,7 +42,7 @@ if (missing) {
     const pageErrors: string[] = []
     page.on('pageerror', (error) => pageErrors.push(error.message))
     await page.goto(`${baseUrl}/`)
-    await page.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
+    await connected(page)
 
     await send(page, 'Tell me a long story about a lighthouse keeper, the sea and the stars above them')
     await streaming(page, 0, 10)
@@ -69,18 +65,18 @@ if (missing) {
     await send(page, 'Describe a graceful restart of a WebSocket service in a handful of sentences')
     await streaming(page, 2, 8)
     await page.reload()
-    await page.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
+    await connected(page)
     const restored = await settled(page, 2, 'done')
     t.ok(restored.text.length > 20, 'the answer that was streaming comes back and completes')
     t.equal(await page.locator('.message.user').count(), 3, 'every user message is back')
     t.equal((await settled(page, 1, 'done')).text, regenerated.text, 'earlier answers are restored from the history')
 
     await page.click('#new-session')
-    await page.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
+    await connected(page)
     t.equal(await page.locator('.message').count(), 0, 'a new chat starts empty')
     await page.locator('.session-open').first().waitFor({ timeout: 5000 })
     await page.locator('.session-open', { hasText: 'Tell me a long story' }).click()
-    await page.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
+    await connected(page)
     await settled(page, 2, 'done')
     t.equal(await page.locator('.message.user').count(), 3, 'the list opens the earlier conversation')
     t.same(pageErrors, [], 'no uncaught error in the page')

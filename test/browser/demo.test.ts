@@ -9,6 +9,7 @@ import { buildApp } from '../../src/app.ts'
 import { AgentClient } from '../../src/client/index.ts'
 import { signToken, startApp, testConfig } from '../helpers/app.ts'
 import { chromiumMissing, launchChromium } from './chromium.ts'
+import { connected, send } from './page.ts'
 
 const OUTPUT_DIR = fileURLToPath(new URL('../../test-output/', import.meta.url))
 // devSecretFile: as `npm start` without JWT_SECRET, so the page can fetch /dev/token.
@@ -48,11 +49,6 @@ class Server {
   }
 }
 
-async function send(page: Page, text: string): Promise<void> {
-  await page.fill('#message', text)
-  await page.press('#message', 'Enter')
-}
-
 /** The newest assistant message once its data-status is `status`; returns its text and footer. */
 async function lastAnswer(page: Page, status: string, timeout = 15_000): Promise<{ text: string; meta: string; tools: string[] }> {
   const message = page.locator('.message.assistant').last()
@@ -90,7 +86,7 @@ if (missing) {
     await mkdir(OUTPUT_DIR, { recursive: true })
 
     await page.goto(`${server.baseUrl}/`)
-    await page.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
+    await connected(page)
     t.equal(await page.locator('#connection-label').innerText(), 'connected')
 
     await t.test('tool progress lines, then the answer', async (t) => {
@@ -166,7 +162,7 @@ if (missing) {
     t.equal(await page.locator('#connection').getAttribute('data-state'), 'connecting')
     await page.fill('#token-input', signToken('pasting-user'))
     await page.click('#token-form button[type="submit"]')
-    await page.locator('#connection[data-state="open"]').waitFor({ timeout: 10_000 })
+    await connected(page)
     t.ok(await page.locator('#token-form').isHidden(), 'the form goes away')
     await send(page, 'hi')
     t.match((await lastAnswer(page, 'done')).text, /You said: "hi"/)

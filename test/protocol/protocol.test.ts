@@ -25,6 +25,12 @@ async function upstream(t: Test): Promise<FakeUpstream> {
     if (last.content === 'report progress') {
       return { steps: [{ toolCalls: [{ index: 0, id: 'call_2', name: 'progress_demo', arguments: '{}' }] }, { finish: 'tool_calls' }, { done: true }] }
     }
+    if (last.content === 'ask first') {
+      return { steps: [{ toolCalls: [{ index: 0, id: 'call_3', name: 'careful', arguments: '{}' }] }, { finish: 'tool_calls' }, { done: true }] }
+    }
+    if (last.content === 'use my tool') {
+      return { steps: [{ toolCalls: [{ index: 0, id: 'call_4', name: 'my_tool', arguments: '{}' }] }, { finish: 'tool_calls' }, { done: true }] }
+    }
     if (last.content === 'go slow') return { steps: textSteps(Array(400).fill(' tick'), { delayMs: 25 }) }
     // Asked to wait longer than we ever do: the run fails at once and passes the wait on.
     return { status: 429, headers: { 'retry-after': '30' } }
@@ -44,6 +50,9 @@ const progressDemo = defineTool({
   },
 })
 
+/** Runs only once approved (1.1 approval_required / approval_resolved). */
+const careful = defineTool({ name: 'careful', description: 'asks first', parameters: Type.Object({}), needsApproval: true, run: () => 'ok' })
+
 /** Every client frame a test sends, kept for validation. */
 function recording(client: TestClient, sent: unknown[]) {
   return (frame: Record<string, unknown>) => {
@@ -59,7 +68,7 @@ t.test('/v1/protocol validates every frame of a whole conversation', async (t) =
     OPENAI_BASE_URL: up.baseURL,
     OPENAI_API_KEY: 'test',
     MAX_CONTENT_CHARS: 100,
-  }, { tools: [progressDemo] })
+  }, { tools: [progressDemo, careful] })
   const schemas = await fetchFrameSchemas(baseUrl)
   const sent: unknown[] = []
   const a = await connect(t, wsUrl, bearer(signToken('alice')))
@@ -109,13 +118,23 @@ t.test('/v1/protocol validates every frame of a whole conversation', async (t) =
 
   sendB({ type: 'resume', session_id: 'proto-1', last_seq: 0 })
   const resumed = await b.next((f) => f.content === 'resumed')
-  t.same(resumed.metadata, { last_seq: failed.at(-1)!.seq, active_run: null })
+  t.same(resumed.metadata, { last_seq: failed.at(-1)!.seq, active_run: null, pending: [] })
   sendB({ type: 'resume', session_id: 'proto-1', last_seq: 10_000 })
   t.equal((await b.nextOfType('error')).metadata!.code, 'history_gone')
   sendB({ type: 'resume', session_id: 'nobody', last_seq: 0 })
   t.equal((await b.nextOfType('error')).metadata!.code, 'not_found')
   sendBob({ type: 'resume', session_id: 'proto-1', last_seq: 0 })
   t.equal((await bob.nextOfType('error')).metadata!.code, 'not_found', "another user's session id is unknown to bob (1.1)")
+
+  // 1.1: waiting on the client, an approval and a client tool.
+  sendA({ type: 'chat', session_id: 'proto-3', content: 'ask first' })
+  const asked = await a.next((f) => f.content === 'approval_required')
+  sendA({ type: 'tool_approval', session_id: 'proto-3', call_id: asked.metadata!.call_id, approved: true })
+  await a.next((f) => f.type === 'complete' && f.session_id === 'proto-3')
+  sendA({ type: 'chat', session_id: 'proto-3', content: 'use my tool', client_tools: [{ name: 'my_tool', parameters: { type: 'object' } }] })
+  const called = await a.next((f) => f.content === 'tool_call' && f.metadata?.executor === 'client')
+  sendA({ type: 'tool_output', session_id: 'proto-3', call_id: called.metadata!.call_id, output: 'done' })
+  await a.next((f) => f.type === 'complete' && f.session_id === 'proto-3' && f.seq! > called.seq!)
 
   // 1.1: a queued run, then the last answer regenerated.
   sendA({ type: 'chat', session_id: 'proto-2', content: 'go slow' })

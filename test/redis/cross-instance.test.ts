@@ -2,41 +2,19 @@ import t, { type Test } from 'tap'
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Config } from '../../src/config.ts'
-import { startApp, signToken, type StartedApp } from '../helpers/app.ts'
-import { createFakeUpstream, textSteps, type FakeUpstream } from '../helpers/fake-upstream.ts'
-import { redisBackend, useRedis, type TestRedis } from '../helpers/redis.ts'
+import { startApp, signToken } from '../helpers/app.ts'
+import { createFakeUpstream, textSteps } from '../helpers/fake-upstream.ts'
+import { redisBackend, useRedis } from '../helpers/redis.ts'
 import type { SessionRecord, SessionRef } from '../../src/store/types.ts'
 
 const refOf = (session: SessionRecord): SessionRef => ({ owner: session.owner, id: session.id, gen: session.gen })
 import { bearer, connect, type Frame } from '../helpers/ws-client.ts'
+import { pair as twoInstances, words } from '../store/redis/pair.ts'
 
-const words = (count: number) => Array.from({ length: count }, (_, i) => ` w${i}`)
-
-interface Pair {
-  a: StartedApp
-  b: StartedApp
-  upstream: FakeUpstream
-  redis: TestRedis
-  /** A user of this test only (rate limits and connection caps are shared through Redis). */
-  user: string
-}
-
-/** Two app instances on one Redis prefix, both talking to one scriptable upstream. */
-async function pair(t: Test, config: Partial<Config> = {}): Promise<Pair | undefined> {
-  const redis = await useRedis(t)
-  if (!redis) return undefined
-  const upstream = await createFakeUpstream(() => ({ steps: textSteps(words(40), { delayMs: 15 }) }))
-  t.teardown(() => upstream.close())
-  const shared: Partial<Config> = {
-    REDIS_URL: redis.url,
-    REDIS_KEY_PREFIX: redis.prefix,
-    modelProvider: 'openai',
-    OPENAI_BASE_URL: upstream.baseURL,
-    OPENAI_API_KEY: 'test',
-    ...config,
-  }
-  const [a, b] = await Promise.all([startApp(t, shared), startApp(t, shared)])
-  return { a: a!, b: b!, upstream, redis, user: `user-${randomUUID()}` }
+/** Two instances on one Redis prefix (./../store/redis/pair.ts), for one user of this test only. */
+async function pair(t: Test, config: Partial<Config> = {}) {
+  const p = await twoInstances(t, config)
+  return p && { ...p, user: p.user('user') }
 }
 
 /** The run's frames (seq'd ones) are contiguous, and its tokens add up to its complete. */
@@ -152,7 +130,7 @@ t.test('runs of a dead instance end as interrupted, by the first instance that n
     const client = await connect(t, p.a.wsUrl, bearer(token))
     client.send({ type: 'resume', session_id: 'expired', last_seq: 0 })
     const resumed = await client.next((frame) => frame.type === 'status' && frame.content === 'resumed')
-    t.same(resumed.metadata, { last_seq: 3, active_run: null })
+    t.same(resumed.metadata, { last_seq: 3, active_run: null, pending: [] })
     const complete = await client.nextOfType('complete')
     t.match(complete, { seq: 4, content: 'Hello', metadata: { run_id: 'ghost-expired', finish_reason: 'interrupted', request_id: 'q-ghost' } })
     const history = await ghost.sessions.get(p.user, 'expired')

@@ -23,7 +23,7 @@ t.test('RESUME_GRACE_MS=0: a disconnect aborts the upstream at once', async (t) 
   await sleep(20)
   again.send({ type: 'resume', session_id: 'dropped', last_seq: 0 })
   const resumed = await again.next((f) => contentOf(f) === 'resumed')
-  t.same(resumed.metadata, { last_seq: again.frames.at(-2)!.seq, active_run: null })
+  t.same(resumed.metadata, { last_seq: again.frames.at(-2)!.seq, active_run: null, pending: [] })
   const replay = again.frames.slice(0, -1)
   t.same(replay.slice(-2).map((f) => `${f.type}:${contentOf(f) === 'cancelled' ? 'cancelled' : f.type}`), ['status:cancelled', 'complete:complete'])
   t.match(replay.at(-1), { metadata: { finish_reason: 'cancelled', reason: 'disconnect' } })
@@ -58,7 +58,7 @@ t.test('resume within the grace: every missed event exactly once, byte-identical
   const replayed = back.frames.slice(0, resumedAt)
   t.same(replayed.map((f) => f.seq), replayed.map((_, i) => lastSeen + 1 + i), 'the missed events, in order, from last_seq + 1')
   const resumed = back.frames[resumedAt]!
-  t.same(resumed, { type: 'status', session_id: 'tabs', content: 'resumed', metadata: { last_seq: replayed.at(-1)!.seq, active_run: runId } })
+  t.same(resumed, { type: 'status', session_id: 'tabs', content: 'resumed', metadata: { last_seq: replayed.at(-1)!.seq, active_run: runId, pending: [] } })
   t.ok(serverFrame.Check(resumed), 'status:resumed matches ServerFrame')
   t.notOk('seq' in resumed)
 
@@ -161,7 +161,7 @@ t.test('resume errors: not_found (another user\'s id alike), history_gone', asyn
   t.equal(JSON.stringify(replay[2]), JSON.stringify(run.at(-1)), 'same frame as first sent')
 
   alice.send({ type: 'resume', session_id: 'held', last_seq: lastSeq })
-  t.same(await alice.next(), { type: 'status', session_id: 'held', content: 'resumed', metadata: { last_seq: lastSeq, active_run: null } })
+  t.same(await alice.next(), { type: 'status', session_id: 'held', content: 'resumed', metadata: { last_seq: lastSeq, active_run: null, pending: [] } })
 })
 
 t.test('resuming twice on one connection delivers each live event once', async (t) => {

@@ -152,7 +152,18 @@ function core(t: Teardown, model: ModelClient, options: CoreOptions = {}) {
   const backend = options.backend ?? memory()
   const log = options.log ?? logs().log
   const instanceId = randomUUID()
-  const config: ExecutorConfig = { instanceId, systemPrompt: 'sys', historyMaxMessages: 50, resumeGraceMs: 0, maxToolRounds: 2, leaseMs: 10_000, ...options.config }
+  const config: ExecutorConfig = {
+    instanceId,
+    systemPrompt: 'sys',
+    historyMaxMessages: 50,
+    resumeGraceMs: 0,
+    maxToolRounds: 2,
+    leaseMs: 10_000,
+    approvalTools: new Set(),
+    approvalTimeoutMs: 60_000,
+    clientToolTimeoutMs: 60_000,
+    ...options.config,
+  }
   const subscriptions = new Subscriptions({ backend, log, refreshMs: options.refreshMs ?? 60_000 })
   const executor = new RunExecutor({ backend, model, tools: createToolRegistry(options.tools ?? []), config, logger: log, subscriptions, observer: options.observer })
   const leases = options.leases
@@ -179,6 +190,7 @@ function core(t: Teardown, model: ModelClient, options: CoreOptions = {}) {
       historyMaxMessages: 50,
       maxSessionsPerUser: options.maxSessionsPerUser ?? 100,
       maxQueuedRuns: 4,
+      serverToolNames: () => (options.tools ?? []).map((tool) => tool.name),
       busyRetryAfterMs: 500,
     },
   })
@@ -584,7 +596,7 @@ t.test('an orphaned message arms the grace; a watcher still counted keeps the ru
   await alice.complete()
 })
 
-t.test('backpressure: the model is not pulled while a watcher is not writable', async (t) => {
+t.test('backpressure: while a watcher is not writable, deltas are merged into one token, and pulling stops at the limit', async (t) => {
   const { model, state } = slowModel(50, 2)
   const { service } = core(t, model)
   const alice = new FakeWatcher()
@@ -597,22 +609,51 @@ t.test('backpressure: the model is not pulled while a watcher is not writable', 
   alice.writable = true
   await waitFor(() => state.pulled >= 3)
   alice.writable = false
-  await sleep(10)
-  const pulled = state.pulled
+  const delivered = alice.frames.length
   await sleep(40)
-  t.equal(state.pulled, pulled, 'held while not writable')
-  t.ok(pulled < 50)
+  t.equal(alice.frames.length, delivered, 'nothing more sent to a backed-up socket')
   // A watcher that closes does not hold the run.
   await service.resume(fine, 's', 0)
   fine.writable = false
   alice.disconnect()
-  await sleep(30)
-  t.equal(state.pulled, pulled, 'still held by the other one')
   fine.writable = true
-  await fine.complete()
+  const complete = await fine.complete()
   t.equal(state.pulled, 50)
-  const seqs = fine.frames.filter((f) => f.seq !== undefined).map((f) => f.seq)
-  t.same(seqs, Array.from({ length: 52 }, (_, i) => i + 1), 'every event once, in order')
+  const frames = fine.frames.filter((f) => f.seq !== undefined)
+  t.same(frames.map((f) => f.seq), frames.map((_, i) => i + 1), 'every event once, in order')
+  t.ok(frames.filter((f) => f.type === 'token').length < 50, 'fewer, larger token frames')
+  t.equal(frames.filter((f) => f.type === 'token').map((f) => f.content).join(''), complete.content, 'and nothing lost: the tokens still add up to the complete')
+})
+
+t.test('merging holds at most 64 K characters: then the run stops pulling until the socket drains', async (t) => {
+  const big = 'x'.repeat(40 * 1024)
+  let pulled = 0
+  const model: ModelClient = {
+    name: 'big',
+    async *stream() {
+      for (let i = 0; i < 6; i++) {
+        await sleep(5)
+        pulled++
+        yield { type: 'text', text: big }
+      }
+      yield { type: 'finish', reason: 'stop' }
+    },
+  }
+  const { service } = core(t, model)
+  const alice = new FakeWatcher()
+  // Backed up by its first token, as a socket past its high-water mark would be.
+  const deliver = alice.deliver.bind(alice)
+  let first = true
+  alice.deliver = (frame) => {
+    deliver(frame)
+    if (first && frame.includes('"type":"token"')) alice.writable = first = false
+  }
+  await service.chat(alice, chat('big'))
+  await sleep(40)
+  t.ok(pulled <= 4, `pulling stopped once 64 K were held (${pulled} of 6 pulled)`)
+  alice.writable = true
+  const complete = await alice.complete()
+  t.equal(complete.content?.length, 6 * big.length)
 })
 
 t.test('a watcher closed mid-chat: the run starts unwatched and is aborted after the grace', async (t) => {
@@ -1012,7 +1053,7 @@ t.test('a run fenced at its complete ends quietly; resume with nothing to replay
 
   const back = new FakeWatcher()
   await service.resume(back, 's', 3)
-  t.same(back.frames, [{ type: 'status', session_id: 's', content: 'resumed', metadata: { last_seq: 3, active_run: null } }])
+  t.same(back.frames, [{ type: 'status', session_id: 's', content: 'resumed', metadata: { last_seq: 3, active_run: null, pending: [] } }])
 
   backend.sessions.addWatcher = async () => {
     throw new Error('store down')
@@ -1034,4 +1075,44 @@ t.test('a watcher on another instance that falls behind what the log holds is to
   far.writable = true
   await waitFor(() => far.frames.some((f) => f.metadata?.code === 'history_gone'), 5000, 'history_gone')
   t.equal(far.watching.size, 0)
+})
+
+t.test('merged text is logged before the next event and before the complete', async (t) => {
+  for (const then of ['tool', 'finish'] as const) {
+    let calls = 0
+    const model: ModelClient = {
+      name: 'merge',
+      async *stream() {
+        if (calls++ > 0) {
+          yield { type: 'text', text: 'after' }
+          yield { type: 'finish', reason: 'stop' }
+          return
+        }
+        for (const text of ['a', 'b', 'c', 'd']) {
+          await sleep(5)
+          yield { type: 'text', text }
+        }
+        if (then === 'tool') yield { type: 'tool_call', index: 0, id: 'c1', name: 'echo', arguments: '{"text":"x"}' }
+        yield { type: 'finish', reason: then === 'tool' ? 'tool_calls' : 'stop' }
+      },
+    }
+    const echo = defineTool({ name: 'echo', description: 'echo', parameters: Type.Object({ text: Type.String() }), run: ({ text }) => text })
+    const { service } = core(t, model, { tools: [echo as unknown as Tool] })
+    const alice = new FakeWatcher()
+    const deliver = alice.deliver.bind(alice)
+    let first = true
+    alice.deliver = (frame) => {
+      deliver(frame)
+      if (first && frame.includes('"type":"token"')) {
+        alice.writable = first = false
+        setTimeout(() => (alice.writable = true), 60)
+      }
+    }
+    await service.chat(alice, chat(`m-${then}`))
+    const complete = await alice.complete()
+    const frames = alice.frames.filter((frame) => frame.seq !== undefined)
+    t.same(frames.map((frame) => frame.seq), frames.map((_, i) => i + 1), `${then}: every event once, in order`)
+    t.match(frames.filter((frame) => frame.type === 'token').map((frame) => frame.content).slice(0, 2), ['a', 'bcd'], `${then}: merged while backed up`)
+    t.equal(frames.filter((frame) => frame.type === 'token').map((frame) => frame.content).join(''), complete.content)
+  }
 })

@@ -17,6 +17,8 @@ export interface ToolRegistry {
   openAITools(): OpenAITool[]
   /** Parses, validates and runs one tool call. Never throws; cancellation resolves promptly. */
   execute(name: string, argumentsJson: string, ctx: ToolContext): Promise<ToolOutcome>
+  /** Whether the tool asks a person first (its `needsApproval`), for these arguments. */
+  needsApproval(name: string, argumentsJson: string): boolean
   /**
    * Replaces the tools of one source (an MCP server) while the service runs; `[]` removes
    * them. Throws, changing nothing, on an invalid tool or a name another source holds.
@@ -117,6 +119,17 @@ export function createToolRegistry(tools: Tool[]): ToolRegistry {
       addAll(next, sourceTools, source)
       registered = next
       openAIToolsJson = openAIToolsJsonOf(next)
+    },
+
+    needsApproval(name, argumentsJson) {
+      const rule = registered.get(name)?.tool.needsApproval
+      if (typeof rule !== 'function') return rule === true
+      try {
+        return rule(argumentsJson.trim() === '' ? {} : JSON.parse(argumentsJson)) === true
+      } catch {
+        // Arguments that do not parse never run (execute refuses them): nothing to approve.
+        return false
+      }
     },
 
     async execute(name, argumentsJson, ctx) {

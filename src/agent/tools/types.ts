@@ -16,6 +16,9 @@ export interface ToolContext {
   onProgress?: ((progress: ToolProgress) => void) | undefined
 }
 
+/** A method's type, not a function property's: a Tool of any schema is still a Tool (as `run` is). */
+type ApprovalRule<A> = { rule(args: A): boolean }['rule']
+
 export interface Tool<S extends TSchema = TSchema> {
   /** Matches ^[a-zA-Z0-9_-]{1,64}$ (OpenAI's rule for function names). */
   name: string
@@ -27,6 +30,11 @@ export interface Tool<S extends TSchema = TSchema> {
    * cannot compile (a remote tool's JSON Schema): why they are invalid, or undefined when valid.
    */
   validate?: ((args: unknown) => string | undefined) | undefined
+  /**
+   * (1.1) The run asks a person before it runs this tool (protocol.md §7): always, or when the
+   * function says so for these arguments. TOOLS_REQUIRING_APPROVAL names tools the same way.
+   */
+  needsApproval?: boolean | ApprovalRule<Static<S>> | undefined
   /** The result must be JSON-serialisable. */
   run(args: Static<S>, ctx: ToolContext): Promise<unknown> | unknown
 }

@@ -9,6 +9,7 @@ import type {
   HistoryMessage,
   LoggedEvent,
   OpenResult,
+  PendingEntry,
   SessionPage,
   SessionRecord,
   SessionRef,
@@ -16,6 +17,7 @@ import type {
   SessionSummary,
   StartedRun,
 } from '../types.ts'
+import type { PendingCall } from '../../protocol/index.ts'
 import type { MemoryEventLog } from './event-log.ts'
 import { applyRunInput, inputApplies } from '../run-input.ts'
 import { decodeCursor, encodeCursor, withPosition } from '../session-list.ts'
@@ -35,11 +37,13 @@ interface MemorySession {
   active: ActiveRun | null
   /** Runs waiting behind the active one, first in line first. */
   queue: QueuedRun[]
+  /** Calls waiting on the client, by call id, oldest first. */
+  pending: Map<string, PendingEntry>
   requests: Map<string, { runId: string; startAfterSeq: number }>
   watchers: Set<string>
 }
 
-type QueuedRun = Pick<BeginRun, 'runId' | 'requestId' | 'input' | 'reasoning' | 'maxMessages' | 'title'>
+type QueuedRun = Pick<BeginRun, 'runId' | 'requestId' | 'input' | 'reasoning' | 'clientTools' | 'maxMessages' | 'title'>
 
 export interface MemoryStoreOptions {
   ttlSeconds: number
@@ -120,6 +124,7 @@ export class MemorySessionStore implements SessionStore {
       title: '',
       active: null,
       queue: [],
+      pending: new Map(),
       requests: new Map(),
       watchers: new Set(),
     }
@@ -164,7 +169,7 @@ export class MemorySessionStore implements SessionStore {
     const active = session.active as ActiveRun
     if (!run.onBusy || run.onBusy === 'reject' || session.queue.length >= (run.maxQueued ?? 0)) return { kind: 'busy', active: { ...active } }
     if (!inputApplies(session.messages, run.input)) return { kind: 'no_message' }
-    const queued: QueuedRun = { runId: run.runId, requestId: run.requestId, input: run.input, reasoning: run.reasoning, maxMessages: run.maxMessages, title: run.title }
+    const queued: QueuedRun = { runId: run.runId, requestId: run.requestId, input: run.input, reasoning: run.reasoning, clientTools: run.clientTools, maxMessages: run.maxMessages, title: run.title }
     const position = run.onBusy === 'interrupt' ? 1 : session.queue.length + 1
     session.queue.splice(position - 1, 0, queued)
     const startAfterSeq = this.#log.lastSeq(ref)
@@ -199,6 +204,7 @@ export class MemorySessionStore implements SessionStore {
       userMessage: structuredClone(applied.userMessage),
       ...(run.requestId === undefined ? {} : { requestId: run.requestId }),
       ...(run.reasoning ? { reasoning: true } : {}),
+      ...(run.clientTools ? { clientTools: structuredClone(run.clientTools) } : {}),
     }
   }
 
@@ -237,6 +243,7 @@ export class MemorySessionStore implements SessionStore {
     const event = this.#log.append(ref, finish.event)
     appendTrimmed(session.messages, finish.messages, finish.maxMessages)
     session.active = null
+    session.pending.clear()
     session.updatedAt = session.touchedAt = now
     let next: StartedRun | null = null
     // The first queued run whose input still applies (an edited message may be gone by now).
@@ -268,8 +275,29 @@ export class MemorySessionStore implements SessionStore {
 
   async releaseRun(ref: SessionRef, runId: string): Promise<boolean> {
     const session = this.#holder(ref, runId)
-    if (session) session.active = null
+    if (session) {
+      session.active = null
+      session.pending.clear()
+    }
     return Boolean(session)
+  }
+
+  async addPending(ref: SessionRef, runId: string, call: PendingCall): Promise<boolean> {
+    const session = this.#holder(ref, runId)
+    session?.pending.set(call.call_id, { ...structuredClone(call), runId })
+    return Boolean(session)
+  }
+
+  async claimPending(ref: SessionRef, callId: string, kind: PendingCall['kind']): Promise<PendingEntry | null> {
+    const pending = this.#live(ref)?.pending
+    const entry = pending?.get(callId)
+    if (!pending || entry?.kind !== kind) return null
+    pending.delete(callId)
+    return entry
+  }
+
+  async listPending(ref: SessionRef): Promise<PendingCall[]> {
+    return [...(this.#live(ref)?.pending.values() ?? [])].map(({ runId: _runId, ...call }) => structuredClone(call))
   }
 
   /** One instance: nobody else can hold a lease here. */

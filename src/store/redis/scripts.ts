@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from './connections.ts'
 
 /**
  * A Lua script run with EVALSHA, falling back to EVAL when Redis does not know it (first use,
@@ -15,7 +15,7 @@ export class LuaScript {
     this.#sha = createHash('sha1').update(this.#lua).digest('hex')
   }
 
-  async run(redis: Redis, keys: readonly string[], args: ReadonlyArray<string | number>): Promise<unknown> {
+  async run(redis: RedisClient, keys: readonly string[], args: ReadonlyArray<string | number>): Promise<unknown> {
     try {
       return await redis.evalsha(this.#sha, keys.length, ...keys, ...args)
     } catch (err) {
@@ -45,11 +45,17 @@ local function holds(gen, run_id)
   local meta = redis.call('HMGET', KEYS[1], 'gen', 'runId')
   return meta[1] == gen and meta[2] == run_id
 end
+-- Rings the stream's shard channel (its own name, so its own slot): on a Redis Cluster the tails
+-- read on that ring (cluster-tail.ts); XREAD cannot span slots. pcall: Redis < 7 has no SPUBLISH.
+local function doorbell()
+  redis.pcall('SPUBLISH', KEYS[6], '')
+end
 local function append(max_len, head, tail, ttl_ms)
   local seq = redis.call('INCR', KEYS[5])
   redis.call('XADD', KEYS[6], 'MAXLEN', max_len, seq .. '-0', 'f', head .. seq .. tail)
   -- The generation's stream is created by its first event: it expires with the session.
   if seq == 1 then redis.call('PEXPIRE', KEYS[6], ttl_ms) end
+  doorbell()
   return seq
 end
 local function push_messages(first, max)
@@ -102,7 +108,7 @@ local function start_run(run, instance, lease_ms, kept)
   redis.call('HSET', KEYS[1], 'runId', run.runId, 'run', cjson.encode(stored), 'runStart', start, 'leaseExpiresAt', now + tonumber(lease_ms), 'updatedAt', now)
   if kept_until == 0 and run.title ~= '' then redis.call('HSET', KEYS[1], 'title', run.title) end
   remember(run.requestId, run.runId, start, kept)
-  return {'started', start, history, user, run.runId, run.requestId, run.reasoning}
+  return {'started', start, history, user, run.runId, run.requestId, run.reasoning, run.clientTools or ''}
 end
 `
 
@@ -257,6 +263,7 @@ export const deleteSession = new LuaScript(`
 if not is_gen(ARGV[1]) then return 0 end
 local last = redis.call('GET', KEYS[5]) or '0'
 redis.call('XADD', KEYS[6], last .. '-1', 'end', 'deleted')
+doorbell()
 redis.call('PEXPIRE', KEYS[6], 60000)
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7])
 return 1

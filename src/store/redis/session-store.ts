@@ -10,6 +10,7 @@ import type {
   HistoryMessage,
   LoggedEvent,
   OpenResult,
+  PendingEntry,
   SessionPage,
   SessionRecord,
   SessionRef,
@@ -17,10 +18,13 @@ import type {
   StartedRun,
 } from '../types.ts'
 import { listSessions, pruneExpired } from './session-list.ts'
+import { addPendingCall, claimPendingCall, listPendingCalls, pendingKey } from './pending.ts'
+import type { ClientTool, PendingCall } from '../../protocol/index.ts'
 import type { RedisLog, SharedRedis } from './connections.ts'
 import { frameTemplate, frameWithSeq } from './frame-template.ts'
 import { allKeys, leasesKey, metaKey, sessionKeys, userSessionsKey } from './keys.ts'
 import * as scripts from './scripts.ts'
+import { checkStore } from './readiness.ts'
 
 /** Idempotency keys remembered per session; older ones are forgotten first (as in memory). */
 const REQUEST_IDS_KEPT = 256
@@ -104,7 +108,7 @@ export class RedisSessionStore implements SessionStore {
 
   async delete(ref: SessionRef): Promise<boolean> {
     const deleted = (await this.#run(scripts.deleteSession, ref, [ref.gen])) === 1
-    if (deleted) await this.#redis.zrem(userSessionsKey(this.#prefix, ref.owner), ref.id)
+    if (deleted) await Promise.all([this.#redis.zrem(userSessionsKey(this.#prefix, ref.owner), ref.id), this.#redis.del(pendingKey(this.#prefix, ref))])
     return deleted
   }
 
@@ -140,12 +144,13 @@ export class RedisSessionStore implements SessionStore {
 
   /** A run the store made active (begun, or next in line): listed as updated, its lease indexed. */
   async #started(ref: SessionRef, reply: unknown[], leaseMs: number): Promise<StartedRun> {
-    const [, start, history, user, runId, requestId, reasoning] = reply as [string, string, string[], string, string, string, string]
-    await this.#redis
-      .multi()
-      .zadd(leasesKey(this.#prefix), Date.now() + leaseMs, leaseMember(ref, runId))
-      .zadd(userSessionsKey(this.#prefix, ref.owner), 'XX', Date.now(), ref.id)
-      .exec()
+    const [, start, history, user, runId, requestId, reasoning, clientTools] = reply as [string, string, string[], string, string, string, string, string]
+    // Sent together, each on its own: the lease index and the user's list are in other hash slots
+    // (no transaction spans slots on a cluster). A crash between leaves a stale entry expiredLeases drops.
+    await Promise.all([
+      this.#redis.zadd(leasesKey(this.#prefix), Date.now() + leaseMs, leaseMember(ref, runId)),
+      this.#redis.zadd(userSessionsKey(this.#prefix, ref.owner), 'XX', Date.now(), ref.id),
+    ])
     return {
       runId,
       startAfterSeq: Number(start),
@@ -153,6 +158,7 @@ export class RedisSessionStore implements SessionStore {
       userMessage: parseMessage(user),
       ...(requestId === '' ? {} : { requestId }),
       ...(reasoning === '1' ? { reasoning: true } : {}),
+      ...(clientTools ? { clientTools: JSON.parse(clientTools) as ClientTool[] } : {}),
     }
   }
 
@@ -191,12 +197,25 @@ export class RedisSessionStore implements SessionStore {
       ...finish.messages.map((message) => JSON.stringify(message)),
     ])) as [number, unknown[] | undefined]
     if (seq <= 0) return null
-    await this.#redis
-      .multi()
-      .zrem(leasesKey(this.#prefix), leaseMember(ref, finish.runId))
-      .zadd(userSessionsKey(this.#prefix, ref.owner), 'XX', Date.now(), ref.id)
-      .exec()
+    await Promise.all([
+      this.#redis.zrem(leasesKey(this.#prefix), leaseMember(ref, finish.runId)),
+      this.#redis.zadd(userSessionsKey(this.#prefix, ref.owner), 'XX', Date.now(), ref.id),
+      // Its waiting calls end with it (nothing can answer them any more).
+      this.#redis.del(pendingKey(this.#prefix, ref)),
+    ])
     return { event: { seq, frame: frameWithSeq(template, seq) }, next: next ? await this.#started(ref, next, finish.leaseMs) : null }
+  }
+
+  async addPending(ref: SessionRef, runId: string, call: PendingCall): Promise<boolean> {
+    return addPendingCall(this.#redis, this.#prefix, ref, runId, call, this.#ttlMs)
+  }
+
+  async claimPending(ref: SessionRef, callId: string, kind: PendingCall['kind']): Promise<PendingEntry | null> {
+    return claimPendingCall(this.#redis, this.#prefix, ref, callId, kind)
+  }
+
+  async listPending(ref: SessionRef): Promise<PendingCall[]> {
+    return listPendingCalls(this.#redis, this.#prefix, ref)
   }
 
   async clearQueue(ref: SessionRef): Promise<number> {
@@ -209,7 +228,7 @@ export class RedisSessionStore implements SessionStore {
 
   async releaseRun(ref: SessionRef, runId: string): Promise<boolean> {
     const released = (await this.#run(scripts.releaseRun, ref, [ref.gen, runId])) === 1
-    await this.#redis.zrem(leasesKey(this.#prefix), leaseMember(ref, runId))
+    await Promise.all([this.#redis.zrem(leasesKey(this.#prefix), leaseMember(ref, runId)), this.#redis.del(pendingKey(this.#prefix, ref))])
     return released
   }
 
@@ -242,7 +261,7 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async ping(): Promise<void> {
-    await this.#redis.ping()
+    await checkStore(this.#redis, this.#prefix)
   }
 
   async close(): Promise<void> {
@@ -259,6 +278,7 @@ function queuedRun(run: BeginRun): string {
     requestId: run.requestId ?? '',
     input: JSON.stringify(run.input.kind === 'regenerate' ? run.input : { ...run.input, message: JSON.stringify(run.input.message) }),
     reasoning: run.reasoning ? '1' : '',
+    clientTools: run.clientTools ? JSON.stringify(run.clientTools) : '',
     maxMessages: run.maxMessages,
     title: run.title ?? '',
   })
