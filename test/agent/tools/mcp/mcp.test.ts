@@ -363,3 +363,16 @@ t.test('a name another tool already holds: the listing is refused and logged, th
   client.send({ type: 'chat', content: 'echo' })
   t.match(statusOf(await client.untilComplete(), 'tool_result')[0]?.metadata, { result: 'local' }, 'the compiled-in tool stays')
 })
+
+t.test('TOOLS_REQUIRING_APPROVAL names MCP tools by their exposed names: nothing reaches the server before the approval', async (t) => {
+  const { up, client, mcp } = await setup(t, [echo], { config: { TOOLS_REQUIRING_APPROVAL: ['files__echo'] } })
+  callsThenAnswers(up, 'files__echo', '{"text":"careful"}')
+  client.send({ type: 'chat', session_id: 'mcp-approval', content: 'echo carefully' })
+  const required = await client.next((frame) => frame.type === 'status' && frame.content === 'approval_required')
+  t.match(required.metadata, { tool: 'files__echo', arguments: { text: 'careful' } })
+  t.same(mcp.calls, [], 'the server has not been called')
+  client.send({ type: 'tool_approval', session_id: 'mcp-approval', call_id: required.metadata?.call_id, approved: true })
+  const frames = await client.untilComplete()
+  t.match(statusOf(frames, 'tool_result')[0]?.metadata, { tool: 'files__echo', result: 'echo: careful', is_error: false })
+  t.same(mcp.calls, ['echo'], 'called once, after the approval')
+})
