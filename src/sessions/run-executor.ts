@@ -10,7 +10,7 @@ import { cancelledFrame, completeFrame, failureFrame, runEvent, thinkingFrame, t
 import type { Subscriptions } from './subscriptions.ts'
 import { RunAborted, type AbortCause } from './watcher.ts'
 import { Fenced } from './fenced.ts'
-import { ToolGate } from './tool-gate.ts'
+import { CLAIMED_ANSWER_WAIT_MS, ToolGate } from './tool-gate.ts'
 
 export interface ExecutorConfig {
   /** Holds the leases of the runs this instance executes (and of queued runs it starts). */
@@ -235,6 +235,7 @@ export class RunExecutor {
       approvalTimeoutMs: config.approvalTimeoutMs,
       clientToolTimeoutMs: config.clientToolTimeoutMs,
       append: (event) => this.#append(run, event),
+      claimedAnswerWaitMs: CLAIMED_ANSWER_WAIT_MS,
     })
     let finish: Finish = { finishReason: 'stop' }
     try {

@@ -18,14 +18,14 @@ export interface ToolGateOptions {
   clientToolTimeoutMs: number
   /** Logs a run event (fenced, under backpressure): the executor's. */
   append(event: UnsequencedRunEvent): Promise<void>
-  /** How long a call that expired here waits for the answer that claimed it first [5000]. */
-  claimedAnswerWaitMs?: number
+  /** How long a call that expired here waits for the answer that claimed it first (CLAIMED_ANSWER_WAIT_MS). */
+  claimedAnswerWaitMs: number
 }
 
 type Waited = ToolAnswer | 'expired'
 
 /** How long a call that expired here waits for the answer that claimed it first (it is on its way). */
-const CLAIMED_ANSWER_WAIT_MS = 5000
+export const CLAIMED_ANSWER_WAIT_MS = 5000
 const RUN: GateDecision = { kind: 'run' }
 
 /**
@@ -96,7 +96,7 @@ export class ToolGate {
     const deadline = setTimeout(() => {
       // The deadline answers only if nobody claimed the call first.
       backend.sessions.claimPending(ref, call.callId, kind).then(
-        (claimed) => (claimed ? resolve('expired') : (claimedElsewhere = setTimeout(() => resolve('expired'), this.#options.claimedAnswerWaitMs ?? CLAIMED_ANSWER_WAIT_MS))),
+        (claimed) => (claimed ? resolve('expired') : (claimedElsewhere = setTimeout(() => resolve('expired'), this.#options.claimedAnswerWaitMs))),
         () => resolve('expired'),
       )
     }, timeoutMs)
