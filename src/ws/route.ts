@@ -1,14 +1,13 @@
 import websocket from '@fastify/websocket'
 import fp from 'fastify-plugin'
-import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
 import { CloseCode, CloseReason } from '../protocol/index.ts'
 import type { Config } from '../config.ts'
 import { Connection, closeSocket } from './connection.ts'
 import type { ClientFrame } from '../protocol/index.ts'
-import type { UpgradeAuth } from '../plugins/auth.ts'
 import { onSocketError } from './socket-errors.ts'
 import { selectSubprotocol } from './subprotocol.ts'
+import { admittedClaims, connectionLimits, refuseWhileDraining, startHeartbeat, UpgradeQuery } from './upgrade.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -22,9 +21,6 @@ export interface AgentRouteOptions {
   /** Guards (rate limits, connection caps) run before each frame is served. */
   admit?: (connection: Connection, frame: ClientFrame) => Promise<void> | void
 }
-
-// A repeated token is accepted here so that auth answers it (4001 after the upgrade), not a 400.
-const UpgradeQuery = Type.Object({ token: Type.Optional(Type.Union([Type.String(), Type.Array(Type.String())])) })
 
 async function agentRoute(app: FastifyInstance, options: AgentRouteOptions) {
   const { config } = options
@@ -48,71 +44,30 @@ async function agentRoute(app: FastifyInstance, options: AgentRouteOptions) {
     for (const socket of app.websocketServer.clients) closeSocket(socket, CloseCode.serviceRestart, CloseReason.serviceRestart)
   })
 
-  const heartbeat = setInterval(() => {
-    for (const connection of connections) {
-      if (!connection.alive) {
-        connection.log.info('heartbeat missed: terminating')
-        connection.socket.terminate()
-        continue
-      }
-      connection.alive = false
-      connection.socket.ping()
-    }
-  }, config.HEARTBEAT_INTERVAL_MS)
-  heartbeat.unref()
-  app.addHook('onClose', async () => clearInterval(heartbeat))
+  startHeartbeat(app, connections, config.HEARTBEAT_INTERVAL_MS)
 
   app.get(
     '/ws/agent',
     {
       websocket: true,
       schema: { querystring: UpgradeQuery },
-      onRequest: async (request, reply) => {
-        if (!app.lifecycle.draining) return
-        app.metrics.connectionsOpened.inc({ result: 'draining' })
-        request.log.info('upgrade refused: draining')
-        await reply.code(503).header('retry-after', '1').send({ error: 'draining', message: 'this instance is shutting down' })
-      },
+      onRequest: refuseWhileDraining(app),
       // Authenticate first; then the connection cap counts the user's connection (guards).
       preValidation: [app.authenticateUpgrade, app.guards.reserveConnection],
     },
     (socket, request) => {
-      // Set by authenticateUpgrade in this route's preValidation, before any handler runs.
-      const auth = request.upgradeAuth as UpgradeAuth
-      if (!auth.ok) {
-        request.log.info({ closeCode: auth.code, reason: auth.reason }, 'upgrade refused')
-        app.metrics.connectionsOpened.inc({ result: auth.code === CloseCode.forbiddenOrigin ? 'forbidden_origin' : 'unauthorized' })
-        closeSocket(socket, auth.code, auth.reason)
-        return
-      }
-      // A store that cannot answer (Redis down; the connection cap asks it first) closes 1011
-      // `store unavailable` after the upgrade rather than an HTTP 503 before it: a browser can
-      // read a close code, not a failed handshake's status, and 1011 says "back off, then
-      // reconnect and resume". Fast: the Redis client fails commands at once while down.
-      const refusal = app.guards.refusal(request)
-      if (refusal) {
-        request.log.info({ closeCode: refusal.code, reason: refusal.reason, userId: auth.claims.sub }, 'upgrade refused')
-        if (refusal.code === CloseCode.tooManyConnections) app.metrics.connectionsOpened.inc({ result: 'too_many' })
-        closeSocket(socket, refusal.code, refusal.reason)
-        return
-      }
+      const claims = admittedClaims(app, socket, request)
+      if (!claims) return
       const connection = new Connection({
         socket,
-        claims: auth.claims,
+        claims,
         sessions: app.sessions,
         verifyToken: app.verifyToken,
         log: request.log,
         limits: {
-          maxContentChars: config.MAX_CONTENT_CHARS,
+          ...connectionLimits(app, config),
           invalidFrameLimit: app.guards.invalidFrames.limit,
           invalidFrameWindowMs: app.guards.invalidFrames.windowMs,
-          maxPendingFrames: config.MAX_PENDING_FRAMES,
-          maxWatched: config.MAX_WATCHED_PER_CONNECTION,
-          flow: {
-            highWaterMark: app.guards.highWaterMark,
-            maxBufferedBytes: config.MAX_BUFFERED_BYTES,
-            slowClientTimeoutMs: config.SLOW_CLIENT_TIMEOUT_MS,
-          },
         },
         admit: options.admit,
         onClose: (closed) => connections.delete(closed),

@@ -1,10 +1,8 @@
 import fp from 'fastify-plugin'
-import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
 import { CloseCode, CloseReason } from '../../protocol/index.ts'
 import type { Config } from '../../config.ts'
-import type { UpgradeAuth } from '../../plugins/auth.ts'
-import { closeSocket } from '../../ws/close-socket.ts'
+import { admittedClaims, connectionLimits, refuseWhileDraining, startHeartbeat, UpgradeQuery } from '../../ws/upgrade.ts'
 import { AiSdkConnection } from './connection.ts'
 import { AI_SDK_PATH } from './frames.ts'
 
@@ -14,9 +12,6 @@ declare module 'fastify' {
     aiSdkConnections: Set<AiSdkConnection>
   }
 }
-
-// A repeated token is accepted here so that auth answers it (4001 after the upgrade), not a 400.
-const UpgradeQuery = Type.Object({ token: Type.Optional(Type.Union([Type.String(), Type.Array(Type.String())])) })
 
 /**
  * `GET /ws/ai-sdk`: the AI SDK's WebSocketChatTransport dialect (protocol.md §8, ai-sdk.md),
@@ -33,58 +28,25 @@ async function aiSdkRoute(app: FastifyInstance, options: { config: Config }) {
     for (const connection of connections) connection.close(CloseCode.serviceRestart, CloseReason.serviceRestart)
   })
 
-  const heartbeat = setInterval(() => {
-    for (const connection of connections) {
-      if (!connection.alive) {
-        connection.log.info('heartbeat missed: terminating')
-        connection.socket.terminate()
-        continue
-      }
-      connection.alive = false
-      connection.socket.ping()
-    }
-  }, config.HEARTBEAT_INTERVAL_MS)
-  heartbeat.unref()
-  app.addHook('onClose', async () => clearInterval(heartbeat))
+  startHeartbeat(app, connections, config.HEARTBEAT_INTERVAL_MS)
 
   app.get(
     AI_SDK_PATH,
     {
       websocket: true,
       schema: { querystring: UpgradeQuery },
-      onRequest: async (request, reply) => {
-        if (!app.lifecycle.draining) return
-        app.metrics.connectionsOpened.inc({ result: 'draining' })
-        await reply.code(503).header('retry-after', '1').send({ error: 'draining', message: 'this instance is shutting down' })
-      },
+      onRequest: refuseWhileDraining(app),
       preValidation: [app.authenticateUpgrade, app.guards.reserveConnection],
     },
     (socket, request) => {
-      const auth = request.upgradeAuth as UpgradeAuth
-      if (!auth.ok) {
-        request.log.info({ closeCode: auth.code, reason: auth.reason, dialect: 'ai-sdk' }, 'upgrade refused')
-        app.metrics.connectionsOpened.inc({ result: auth.code === CloseCode.forbiddenOrigin ? 'forbidden_origin' : 'unauthorized' })
-        closeSocket(socket, auth.code, auth.reason)
-        return
-      }
-      const refusal = app.guards.refusal(request)
-      if (refusal) {
-        request.log.info({ closeCode: refusal.code, reason: refusal.reason, userId: auth.claims.sub, dialect: 'ai-sdk' }, 'upgrade refused')
-        if (refusal.code === CloseCode.tooManyConnections) app.metrics.connectionsOpened.inc({ result: 'too_many' })
-        closeSocket(socket, refusal.code, refusal.reason)
-        return
-      }
+      const claims = admittedClaims(app, socket, request, { dialect: 'ai-sdk' })
+      if (!claims) return
       const connection = new AiSdkConnection({
         socket,
-        claims: auth.claims,
+        claims,
         sessions: app.sessions,
         log: request.log,
-        limits: {
-          maxContentChars: config.MAX_CONTENT_CHARS,
-          maxPendingFrames: config.MAX_PENDING_FRAMES,
-          maxWatched: config.MAX_WATCHED_PER_CONNECTION,
-          flow: { highWaterMark: app.guards.highWaterMark, maxBufferedBytes: config.MAX_BUFFERED_BYTES, slowClientTimeoutMs: config.SLOW_CLIENT_TIMEOUT_MS },
-        },
+        limits: connectionLimits(app, config),
         admit: app.guards.admit,
         onClose: (closed) => connections.delete(closed),
         observer: app.metrics.connectionObserver,
