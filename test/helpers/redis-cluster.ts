@@ -90,7 +90,9 @@ export async function useRedisCluster(t: Tap): Promise<TestCluster | undefined> 
       // Bounded: node timeout 2 s, then the election.
       for (let i = 0; i < 400; i++) {
         const nodes = (await watcher.cluster('NODES')) as string
-        const owner = nodes.split('\n').find((line) => !line.includes(`:${port}@`) && / master /.test(line) && !line.includes('fail') && servesSlot(line, slot))
+        // Flags are comma-separated: the watcher's own line says `myself,master` when it was promoted.
+        const isMaster = (line: string) => (line.split(' ')[2] ?? '').split(',').includes('master') && !line.includes('fail')
+        const owner = nodes.split('\n').find((line) => !line.includes(`:${port}@`) && isMaster(line) && servesSlot(line, slot))
         if (owner && /^cluster_state:ok/m.test((await watcher.cluster('INFO')) as string)) return { port }
         await new Promise((resolve) => setTimeout(resolve, 100))
       }
