@@ -53,6 +53,8 @@ export interface RegenerateRequest {
   sessionId: string
   requestId: string | undefined
   onBusy?: OnBusy | undefined
+  reasoning?: boolean | undefined
+  clientTools?: ClientTool[] | undefined
 }
 
 /**
@@ -135,7 +137,8 @@ export class SessionService {
   async regenerate(watcher: Watcher, request: RegenerateRequest): Promise<void> {
     const ids = { sessionId: request.sessionId, ...(request.requestId === undefined ? {} : { requestId: request.requestId }) }
     const ref = refOf(await this.#find(watcher.userId, request.sessionId, ids))
-    await beginAndWatch(this.#runDeps, watcher, ref, { input: { kind: 'regenerate' }, requestId: request.requestId, onBusy: request.onBusy })
+    const clientTools = request.clientTools && checkClientTools(request.clientTools, this.#config.serverToolNames(), ids)
+    await beginAndWatch(this.#runDeps, watcher, ref, { input: { kind: 'regenerate' }, requestId: request.requestId, onBusy: request.onBusy, reasoning: request.reasoning, clientTools })
   }
 
   /** The owner's sessions, most recently updated first (REST). */
@@ -143,9 +146,10 @@ export class SessionService {
     return this.#backend.sessions.list(owner, limit, cursor)
   }
 
-  async cancel(owner: string, sessionId: string): Promise<void> {
+  /** Cancels the session's active run; with `runId`, only when that is the active one. */
+  async cancel(owner: string, sessionId: string, runId?: string): Promise<void> {
     const session = await this.#find(owner, sessionId)
-    if (!session.active) throw new ProtocolError(ErrorCode.noActiveRun, undefined, { sessionId })
+    if (!session.active || (runId !== undefined && session.active.runId !== runId)) throw new ProtocolError(ErrorCode.noActiveRun, undefined, { sessionId })
     await this.#executor.abort(refOf(session), session.active.runId, 'cancel')
   }
 

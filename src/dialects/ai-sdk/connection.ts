@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import type { RawData, WebSocket } from 'ws'
-import { CloseCode, CloseReason, ErrorCode, OnBusy, ProtocolError, SessionId, type ClientFrameType, type RunEvent, type ServerFrame } from '../../protocol/index.ts'
+import { CloseCode, CloseReason, ErrorCode, ProtocolError, SessionId, type ClientFrameType, type RunEvent, type ServerFrame } from '../../protocol/index.ts'
+import { refKey } from '../../store/types.ts'
 import type { SessionService } from '../../sessions/session-service.ts'
 import { WatchList, type Watcher } from '../../sessions/watcher.ts'
 import type { Claims } from '../../plugins/auth.ts'
@@ -9,8 +10,9 @@ import { closeSocket } from '../../ws/close-socket.ts'
 import { SocketFlow, type FlowLimits, type FlowViolation } from '../../ws/socket-flow.ts'
 import { TokenExpiry } from '../../ws/token-expiry.ts'
 import type { ConnectionObserver } from '../../ws/connection.ts'
-import { INVALID_FRAME_REASON, parseRequest, textOf, type AbortRequest, type AiSdkRequest, type AiSdkResponse, type ResumeRequest, type SendRequest } from './frames.ts'
+import { INVALID_FRAME_REASON, parseRequest, type AbortRequest, type AiSdkRequest, type AiSdkResponse, type ResumeRequest, type SendRequest } from './frames.ts'
 import { RequestStream } from './request-stream.ts'
+import { readSend, type Answer } from './send-options.ts'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 
 export interface AiSdkLimits {
@@ -37,7 +39,8 @@ export interface AiSdkConnectionOptions {
 const ABORT_SETTLE_MS = 2000
 
 const sessionIdCheck = TypeCompiler.Compile(SessionId)
-const onBusyCheck = TypeCompiler.Compile(OnBusy)
+/** The `error` chunk of a send whose answers no call waits for any more. */
+const NOTHING_WAITS = 'the answered tool calls are not waiting any more: answered elsewhere, expired or cancelled'
 /** The metrics' frame types: the SDK's requests counted as what they do. */
 const COUNTED_AS: Record<AiSdkRequest['type'], ClientFrameType> = { send: 'chat', resume: 'resume', abort: 'cancel' }
 
@@ -103,9 +106,12 @@ export class AiSdkConnection implements Watcher {
       for (const stream of streams) if (!stream.offer(event as RunEvent)) this.#streams.delete(stream.requestId)
       return
     }
-    // Not a run event: an `error` saying the session ended for its watchers (deleted,
-    // expired, history gone); `status:resumed` (the end of a replay) says nothing to the SDK.
-    if (event.type !== 'error') return
+    // Not a run event: `status:resumed`, the end of a replay (no chunk), or an `error` saying
+    // the session ended for its watchers (deleted, expired, history gone).
+    if (event.type !== 'error') {
+      for (const stream of streams) stream.replayed()
+      return
+    }
     for (const stream of streams) {
       this.#streams.delete(stream.requestId)
       stream.fail(event.content)
@@ -180,23 +186,57 @@ export class AiSdkConnection implements Watcher {
 
   async #send(request: SendRequest): Promise<void> {
     const { requestId, id: sessionId } = request
-    const options = sendOptions(request, this.#options.limits.maxContentChars)
+    const ask = readSend(request, this.#options.limits.maxContentChars)
+    if (ask.kind === 'answers') return this.#answer(request, ask.answers)
     const stream = new RequestStream(requestId, sessionId, { requestId }, (response) => this.#respond(response))
     // Before the run starts: its first events may arrive before chat() returns.
     this.#streams.set(requestId, stream)
-    if (options.trigger === 'regenerate-message') {
-      await this.#options.sessions.regenerate(this, { sessionId, requestId, onBusy: options.onBusy })
+    const { onBusy, reasoning, clientTools } = ask
+    if (ask.kind === 'regenerate') {
+      await this.#options.sessions.regenerate(this, { sessionId, requestId, onBusy, reasoning, clientTools })
     } else {
-      await this.#options.sessions.chat(this, { sessionId, content: options.content, requestId, onBusy: options.onBusy, reasoning: options.reasoning })
+      await this.#options.sessions.chat(this, { sessionId, content: ask.content, requestId, onBusy, reasoning, clientTools })
+    }
+  }
+
+  /**
+   * A send whose last message answers tool calls: the answers of the calls still waiting go to
+   * the run as `tool_approval` / `tool_output`, and the request follows that run from where
+   * the client's turn ended. Answers no call waits for any more are an `error` chunk.
+   */
+  async #answer(request: SendRequest, answers: Answer[]): Promise<void> {
+    const { requestId, id: sessionId } = request
+    const { sessions } = this.#options
+    const session = await sessions.get(this.userId, sessionId)
+    if (!session.active) throw new ProtocolError(ErrorCode.notPending, 'no tool call of this chat is waiting: its run is over')
+    const waiting = new Map(session.pending.map((call) => [call.call_id, call.kind]))
+    const due = answers.filter(({ callId, answer }) => waiting.get(callId) === answer.kind)
+    // Where the client's turn ended: where the calls it answers were waiting.
+    const answered = new Map((due.length > 0 ? due : answers).map(({ callId, answer }) => [callId, answer.kind]))
+    const stream = new RequestStream(requestId, sessionId, { runId: session.active.runId, answers: answered }, (response) => this.#respond(response))
+    // The run from its start is this stream's first events: the connection's watch of the
+    // session (whose live events would come first) restarts with the replay.
+    this.watching.get(refKey(session))?.close()
+    this.#streams.set(requestId, stream)
+    await sessions.resume(this, sessionId, session.active.startAfterSeq)
+    if (due.length === 0) stream.note(NOTHING_WAITS)
+    for (const { callId, answer } of due) {
+      await sessions.answer(this.userId, { sessionId, callId, answer }).catch((err: unknown) => {
+        // Answered elsewhere, or expired, meanwhile.
+        if (!(err instanceof ProtocolError)) throw err
+        stream.note(err.message)
+      })
     }
   }
 
   /** The active run's whole UI message, then live (the SDK sends no lastSequence); `no-active` otherwise. */
   async #resume(request: ResumeRequest): Promise<void> {
     const { requestId, id: sessionId } = request
-    const active = sessionIdCheck.Check(sessionId) ? await this.#activeRun(sessionId) : null
+    const session = sessionIdCheck.Check(sessionId) ? await this.#session(sessionId) : null
+    const active = session?.active
     if (!active) return this.#respond({ type: 'no-active', requestId })
-    const stream = new RequestStream(requestId, sessionId, { runId: active.runId }, (response) => this.#respond(response))
+    const stillPending = new Set(session.pending.map((call) => call.call_id))
+    const stream = new RequestStream(requestId, sessionId, { runId: active.runId, stillPending }, (response) => this.#respond(response))
     this.#streams.set(requestId, stream)
     this.#respond({ type: 'start', requestId })
     await this.#options.sessions.resume(this, sessionId, active.startAfterSeq)
@@ -207,12 +247,13 @@ export class AiSdkConnection implements Watcher {
     const stream = this.#streams.get(request.requestId)
     if (!stream) return
     stream.mute()
-    const active = await this.#activeRun(stream.sessionId)
+    const active = (await this.#session(stream.sessionId))?.active
     if (!active || !stream.follows(active)) {
       this.#streams.delete(stream.requestId)
       return
     }
-    await this.#options.sessions.cancel(this.userId, stream.sessionId).catch((err: unknown) => {
+    // That run only: the next one may have started meanwhile.
+    await this.#options.sessions.cancel(this.userId, stream.sessionId, active.runId).catch((err: unknown) => {
       // Ended meanwhile: nothing left to stop.
       if (!(err instanceof ProtocolError)) throw err
     })
@@ -220,9 +261,9 @@ export class AiSdkConnection implements Watcher {
     this.#streams.delete(stream.requestId)
   }
 
-  async #activeRun(sessionId: string) {
+  async #session(sessionId: string) {
     try {
-      return (await this.#options.sessions.get(this.userId, sessionId)).active
+      return await this.#options.sessions.get(this.userId, sessionId)
     } catch (err) {
       if (err instanceof ProtocolError) return null
       throw err
@@ -250,39 +291,4 @@ export class AiSdkConnection implements Watcher {
     this.#options.observer?.closed(code)
     this.#options.onClose?.(this)
   }
-}
-
-interface SendOptions {
-  trigger: SendRequest['trigger']
-  content: string
-  onBusy: OnBusy | undefined
-  reasoning: boolean
-}
-
-/**
- * What a `send` asks, checked: the chat id is a session id; the new user message is the text
- * of the last message (earlier ones are the client's copy of our history, never trusted);
- * `body.on_busy` and `body.reasoning` as in `chat`.
- */
-function sendOptions(request: SendRequest, maxContentChars: number): SendOptions {
-  if (!sessionIdCheck.Check(request.id)) throw new ProtocolError(ErrorCode.invalidMessage, 'the chat id must be 1..128 characters of [A-Za-z0-9_-]')
-  const body = request.body as { on_busy?: unknown; reasoning?: unknown }
-  if (body.on_busy !== undefined && !onBusyCheck.Check(body.on_busy)) throw new ProtocolError(ErrorCode.invalidMessage, 'body.on_busy must be reject, interrupt or enqueue')
-  const options = { trigger: request.trigger, onBusy: body.on_busy, reasoning: body.reasoning === true }
-  if (request.trigger === 'regenerate-message') return { ...options, content: '' }
-  const last = request.messages.at(-1) as SendRequest['messages'][number]
-  // Seam for approvals and client tools (another issue): an assistant message whose tool parts
-  // were answered since the last run becomes tool_approval / tool_output to the waiting run.
-  if (last.role !== 'user') throw new ProtocolError(ErrorCode.invalidMessage, 'the last message must be the user\'s: answering tool calls is not supported yet')
-  const content = textOf(last)
-  if (content === '') throw new ProtocolError(ErrorCode.invalidMessage, 'the last message has no text')
-  if (codePoints(content, maxContentChars) > maxContentChars) throw new ProtocolError(ErrorCode.payloadTooLarge, `content is longer than ${maxContentChars} characters`)
-  return { ...options, content }
-}
-
-function codePoints(text: string, atMost: number): number {
-  if (text.length <= atMost) return text.length
-  let count = 0
-  for (const _ of text) if (++count > atMost) break
-  return count
 }

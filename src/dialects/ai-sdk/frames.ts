@@ -1,11 +1,12 @@
-import { Type, type Static } from '@sinclair/typebox'
+import { Type, type Static, type TProperties } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 
 /**
  * The request frames of the AI SDK's `WebSocketChatTransport` (package `ai` >= 7), as its own
  * validator `safeValidateWebSocketChatTransportRequest` accepts them (ai-sdk.md of the spec): the
- * frame fields exactly; UI messages by their shape (id, role, parts), and text parts fully,
- * since only the last message's text is read: earlier messages are never trusted.
+ * frame fields exactly; UI messages by their shape (id, role, parts), text parts and tool parts
+ * fully, since the last message's text and its answered tool calls are read: earlier messages
+ * are never trusted.
  */
 export const SUBPROTOCOL_AI_SDK = 'ai-sdk.v1'
 export const AI_SDK_PATH = '/ws/ai-sdk'
@@ -15,8 +16,43 @@ export const INVALID_FRAME_REASON = 'invalid frame'
 const StringRecord = Type.Record(Type.String(), Type.String())
 const AnyObject = Type.Object({})
 
-/** A part, discriminated on `type`; of the others' fields we read none (a text part's text is checked below). */
+/** A part, discriminated on `type`: text and tool parts are checked below, of the others we read nothing. */
 const Part = Type.Object({ type: Type.String(), text: Type.Optional(Type.Unknown()) })
+
+const ApprovalAsked = Type.Object({ id: Type.String() })
+const ApprovalAnswered = Type.Object({ id: Type.String(), approved: Type.Boolean(), reason: Type.Optional(Type.String()) })
+const ApprovalGranted = Type.Object({ id: Type.String(), approved: Type.Literal(true), reason: Type.Optional(Type.String()) })
+const ApprovalDenied = Type.Object({ id: Type.String(), approved: Type.Literal(false), reason: Type.Optional(Type.String()) })
+
+function toolPart<State extends string, Fields extends TProperties>(state: State, fields: Fields) {
+  return Type.Object({
+    type: Type.String({ pattern: '^(tool-|dynamic-tool$)' }),
+    toolCallId: Type.String(),
+    toolName: Type.Optional(Type.String()),
+    providerExecuted: Type.Optional(Type.Boolean()),
+    state: Type.Literal(state),
+    ...fields,
+  })
+}
+
+/**
+ * A tool part (`tool-<name>`, or `dynamic-tool` with its `toolName`) by its state, with the
+ * fields the SDK's validator requires of that state among those we read: how a call was
+ * answered (`approval`, `output`, `errorText`).
+ */
+export const ToolPart = Type.Union([
+  toolPart('input-streaming', {}),
+  toolPart('input-available', {}),
+  toolPart('approval-requested', { approval: ApprovalAsked }),
+  toolPart('approval-responded', { approval: ApprovalAnswered }),
+  toolPart('output-available', { output: Type.Optional(Type.Unknown()), approval: Type.Optional(ApprovalGranted) }),
+  toolPart('output-error', { errorText: Type.String(), approval: Type.Optional(ApprovalGranted) }),
+  toolPart('output-denied', { approval: ApprovalDenied }),
+])
+export type ToolPart = Static<typeof ToolPart>
+const toolPartCheck = TypeCompiler.Compile(ToolPart)
+
+export const isToolPart = (part: { type: string }): boolean => part.type === 'dynamic-tool' || part.type.startsWith('tool-')
 
 export const UiMessage = Type.Object({
   id: Type.String(),
@@ -76,7 +112,11 @@ export function parseRequest(text: string): AiSdkRequest | undefined {
 
 function wellFormed(message: UiMessage): boolean {
   if (message.role !== 'assistant' && message.parts.length === 0) return false
-  return message.parts.every((part) => part.type !== 'text' || typeof part.text === 'string')
+  return message.parts.every((part) => {
+    if (part.type === 'text') return typeof part.text === 'string'
+    if (!isToolPart(part)) return true
+    return toolPartCheck.Check(part) && (part.type !== 'dynamic-tool' || typeof part.toolName === 'string')
+  })
 }
 
 /** The text of a message: its text parts, in order. */
@@ -89,19 +129,23 @@ export function textOf(message: UiMessage): string {
  * this gateway sends.
  */
 export type UiChunk =
-  | { type: 'start'; messageId: string }
+  /** No messageId when a request goes on with the client's own assistant message (answers). */
+  | { type: 'start'; messageId?: string }
   | { type: 'start-step' }
   | { type: 'finish-step' }
   | { type: 'text-start' | 'text-end' | 'reasoning-start' | 'reasoning-end'; id: string }
   | { type: 'text-delta' | 'reasoning-delta'; id: string; delta: string }
-  | { type: 'tool-input-available'; toolCallId: string; toolName: string; input: unknown; dynamic: true; providerExecuted: true }
-  | { type: 'tool-output-available'; toolCallId: string; output: unknown; dynamic: true; providerExecuted: true }
-  | { type: 'tool-output-error'; toolCallId: string; errorText: string; dynamic: true; providerExecuted: true }
+  | { type: 'tool-input-available'; toolCallId: string; toolName: string; input: unknown; dynamic?: true; providerExecuted?: true }
+  | { type: 'tool-approval-request'; approvalId: string; toolCallId: string }
+  | { type: 'tool-approval-response'; approvalId: string; approved: boolean; reason?: string }
+  | { type: 'tool-output-available'; toolCallId: string; output: unknown; dynamic?: true; providerExecuted?: true }
+  | { type: 'tool-output-error'; toolCallId: string; errorText: string; dynamic?: true; providerExecuted?: true }
+  | { type: 'tool-output-denied'; toolCallId: string }
   | { type: 'error'; errorText: string }
   | { type: 'abort'; reason: string }
   | { type: 'finish'; finishReason: UiFinishReason; messageMetadata?: { usage: { prompt_tokens: number; completion_tokens: number } } }
 
-export type UiFinishReason = 'stop' | 'length' | 'content-filter' | 'error'
+export type UiFinishReason = 'stop' | 'length' | 'content-filter' | 'error' | 'tool-calls'
 
 /** What the server sends: `WebSocketChatTransportResponse`. */
 export type AiSdkResponse =

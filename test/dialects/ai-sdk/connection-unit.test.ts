@@ -1,6 +1,6 @@
 // The AI SDK connection's own edges, on a fake socket and a scripted session service: pending
-// frames, flow violations, token expiry, refusals, aborts that race the run's end, and the
-// session ending for its watchers mid-request.
+// frames, flow violations, token expiry, refusals, aborts that race the run's end, the
+// session ending for its watchers mid-request, and answers that race the run or fail.
 import t from 'tap'
 import { EventEmitter } from 'node:events'
 import pino from 'pino'
@@ -154,7 +154,7 @@ t.test('abort of a resume whose run is no longer the active one; a cancel that f
   let active = { runId: 'run' }
   let cancelled = 0
   const { socket } = open({
-    get: (async () => ({ active })) as unknown as SessionService['get'],
+    get: (async () => ({ active, pending: [] })) as unknown as SessionService['get'],
     resume: async () => {},
     cancel: async () => {
       cancelled++
@@ -216,4 +216,87 @@ t.test('an expired token closes 4001', async (t) => {
   const { socket } = open({}, {}, Date.now() / 1000 + 0.02)
   await new Promise((resolve) => setTimeout(resolve, 60))
   t.same(socket.closes, [[4001, 'token expired']])
+})
+
+const event = (seq: number, content: string, metadata: Record<string, unknown> = {}) => JSON.stringify({ type: 'status', session_id: 's', seq, content, metadata: { run_id: 'run', ...metadata } })
+const call = { tool: 't', call_id: 'c', arguments: {} }
+const asked = [event(1, 'thinking'), event(2, 'tool_call', call), event(3, 'approval_required', { ...call, expires_at: new Date().toISOString() })]
+const resolved = [event(4, 'approval_resolved', { call_id: 'c', approved: true }), event(5, 'tool_result', { ...call, result: 1, is_error: false })]
+const resumedFrame = JSON.stringify({ type: 'status', session_id: 's', content: 'resumed', metadata: { last_seq: 0, active_run: 'run', pending: [] } })
+const answering = (requestId: string) => ({
+  type: 'send',
+  requestId,
+  id: 's',
+  trigger: 'submit-message',
+  messages: [{ id: 'run', role: 'assistant', parts: [{ type: 'dynamic-tool', toolName: 't', toolCallId: 'c', state: 'approval-responded', input: {}, approval: { id: 'c', approved: true } }] }],
+  headers: {},
+  body: {},
+})
+
+/** A connection whose session waits on call `c` (or not, `pending: []`); `replay` is what its resume delivers. */
+function answeringConnection(replay: string[], answer: () => Promise<void>, pending = [{ call_id: 'c', kind: 'approval' }]) {
+  let connection!: AiSdkConnection
+  const answers: string[] = []
+  const opened = open({
+    get: (async () => ({ owner: 'alice', id: 's', gen: 'g', active: { runId: 'run', startAfterSeq: 0 }, pending })) as unknown as SessionService['get'],
+    resume: async () => {
+      for (const frame of replay) connection.deliver(frame)
+    },
+    answer: async (_owner, request) => {
+      answers.push(request.callId)
+      return answer()
+    },
+  })
+  connection = opened.connection
+  return { ...opened, answers }
+}
+
+const chunks = (sent: Array<Record<string, unknown>>) => sent.map((frame) => (frame.type === 'chunk' ? (frame.chunk as { type: string }).type : frame.type))
+
+t.test('answers: one that lost the race is an error chunk and the stream goes on; a failure of ours is internal error', async (t) => {
+  const raced = answeringConnection([...asked, resumedFrame], async () => Promise.reject(new ProtocolError(ErrorCode.notPending, 'call c is not waiting for an approval')))
+  raced.socket.request(answering('r'))
+  await flush()
+  t.same(raced.answers, ['c'])
+  t.same(chunks(raced.socket.sent), ['start', 'error'], 'caught up to the turn end: the rest follows')
+  t.match(raced.socket.sent[1], { sequence: 1, chunk: { errorText: 'call c is not waiting for an approval' } })
+  raced.connection.deliver(resolved[0] as string)
+  t.same(chunks(raced.socket.sent).slice(2), ['tool-approval-response'], 'still following the run')
+
+  const broken = answeringConnection([...asked, resumedFrame], async () => Promise.reject(new Error('control bus down')))
+  broken.socket.request(answering('r'))
+  await flush()
+  t.same(broken.socket.sent.at(-1), { type: 'error', requestId: 'r', errorText: 'internal error' })
+})
+
+t.test('answers: a run that ended during the replay ends the stream there; one never waited for follows from the replay\'s end', async (t) => {
+  const ended = answeringConnection([...asked, ...resolved, JSON.stringify({ type: 'complete', session_id: 's', seq: 6, content: '', metadata: { run_id: 'run', finish_reason: 'stop' } })], async () =>
+    Promise.reject(new ProtocolError(ErrorCode.notPending)),
+  )
+  ended.socket.request(answering('r'))
+  await flush()
+  t.same(chunks(ended.socket.sent), ['start', 'tool-approval-response', 'tool-output-available', 'start-step', 'finish-step', 'finish', 'end'], 'no error chunk after the end')
+
+  // Nothing pending: where the client's turn ended is unknown (the call was never seen waiting), so the rest is live.
+  const serverCall = [event(1, 'thinking'), event(2, 'tool_call', call)]
+  const unknown = answeringConnection([...serverCall, resumedFrame], async () => {}, [])
+  unknown.socket.request(answering('r'))
+  await flush()
+  t.same(unknown.answers, [], 'nothing answered')
+  t.same(chunks(unknown.socket.sent), ['start', 'error'])
+  t.match(unknown.socket.sent[1], { chunk: { errorText: /not waiting any more/ } })
+
+  // The run's end reached while catching up: only the end is sent.
+  const over = answeringConnection([...serverCall, event(3, 'tool_result', { ...call, result: 1, is_error: false }), JSON.stringify({ type: 'complete', session_id: 's', seq: 4, content: '', metadata: { run_id: 'run', finish_reason: 'cancelled' } })], async () => {}, [])
+  over.socket.request(answering('r'))
+  await flush()
+  t.same(chunks(over.socket.sent), ['start', 'abort', 'end'])
+})
+
+t.test('answers: a replay that never came (the connection closing) still starts the stream before its error chunk', async (t) => {
+  const silent = answeringConnection([], async () => {}, [])
+  silent.socket.request(answering('r'))
+  await flush()
+  t.same(chunks(silent.socket.sent), ['start', 'error'])
+  t.match(silent.socket.sent, [{ sequence: 0 }, { sequence: 1 }])
 })

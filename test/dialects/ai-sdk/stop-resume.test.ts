@@ -1,5 +1,6 @@
-// stop() closes the upstream request; resume replays the active run's whole UI message then
-// streams live, or answers no-active; a session is the same in both dialects.
+// stop() closes the upstream request, of the run its request follows only; resume replays the
+// active run's whole UI message then streams live, or answers no-active; a session is the same
+// in both dialects.
 import t from 'tap'
 import WebSocket from 'ws'
 import { startWithUpstream } from '../../runs/helpers.ts'
@@ -112,4 +113,25 @@ t.test('the handshake: same authentication, ai-sdk.v1 selected, a refused frame 
   t.equal(status, 503, 'draining: no new connections')
   t.match(await keeperClosed, { code: 1012 }, 'open ones closed once drained')
   await draining
+})
+
+t.test('abort cancels exactly the run its request follows: the run queued behind it goes on', async (t) => {
+  const { up, app, wsUrl } = await startWithUpstream(t, (request) => ({ steps: slow(request.index === 0 ? 200 : 20) }))
+  const transport = transportFor(wsUrl)
+  t.teardown(() => transport.close())
+  const abort = new AbortController()
+  const first = (await send(transport, 'exact', [userMessage('one')], { abortSignal: abort.signal })).getReader()
+  const start = (await first.read()).value as { type: string; messageId: string }
+  while ((await first.read()).value?.type !== 'text-delta');
+  const queued = (await send(transport, 'exact', [userMessage('two')], { body: { on_busy: 'enqueue' } })).getReader()
+  abort.abort()
+  await up.requests[0]!.closed
+  t.ok(up.requests[0]!.closedByClient, 'the run it followed was cancelled')
+  let text = ''
+  for (let read = await queued.read(); !read.done; read = await queued.read()) {
+    if (read.value.type === 'text-delta') text += read.value.delta
+    // While the queued run streams, the first run's id names no active run: nothing is cancelled.
+    if (text === ' w0') await t.rejects(app.sessions.cancel('alice', 'exact', start.messageId), { code: 'no_active_run' })
+  }
+  t.equal(text, whole(20), 'the queued run went on to its end')
 })

@@ -1,6 +1,7 @@
 // In Chromium, a page using the SDK's own useChat (bundled here with esbuild into a temporary
 // directory): it sends and streams, stops (the upstream request is closed), and after a reload
-// mid-answer (useChat's resume: true) shows the whole answer exactly once.
+// mid-answer (useChat's resume: true) shows the whole answer exactly once; a tool call waiting
+// for approval gets its button back after a reload, and the approval goes on with the run.
 import t from 'tap'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -11,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 import { build } from 'esbuild'
 import type { Page } from 'playwright-core'
 import { startWithUpstream } from '../../runs/helpers.ts'
-import { textSteps } from '../../helpers/fake-upstream.ts'
+import { textSteps, type RecordedRequest } from '../../helpers/fake-upstream.ts'
 import { signToken } from '../../helpers/app.ts'
 import { chromiumMissing, launchChromium } from '../../browser/chromium.ts'
 import { aiSdkUrl } from './helpers.ts'
@@ -93,5 +94,36 @@ t.test('useChat sends, streams, stops, and resumes after a reload', { skip }, as
   await page.locator('#messages li.assistant', { hasText: 'w59' }).waitFor({ timeout: 15_000 })
   await page.locator('#status', { hasText: 'ready' }).waitFor()
   t.same(await assistantTexts(page), [answer(60).join('')], 'the whole answer, exactly once')
+  t.same(errors, [], 'no page error')
+})
+
+t.test('useChat: an approval asked by the server, shown again after a reload, answered with addToolApprovalResponse', { skip }, async (t) => {
+  const context = await launchChromium(t)
+  const calls = (request: RecordedRequest) => {
+    const last = request.body.messages.at(-1)
+    if (last.role === 'tool') return { steps: textSteps(`It is ${last.content}.`) }
+    return { steps: [{ toolCalls: [{ index: 0, id: 'call_1', name: 'calculate', arguments: '{"expression":"6*7"}' }] }, { finish: 'tool_calls' as const }, { done: true as const }] }
+  }
+  const [script, server] = await Promise.all([bundle(t), startWithUpstream(t, calls, { TOOLS_REQUIRING_APPROVAL: ['calculate'] })])
+  const pageUrl = await servePage(t, script)
+  const page = await context.newPage()
+  const errors: string[] = []
+  page.on('pageerror', (err) => errors.push(err.message))
+  const query = new URLSearchParams({ ws: aiSdkUrl(server.wsUrl), token: signToken('alice'), chat: 'browser-approval' })
+  await page.goto(`${pageUrl}/?${query}`)
+  await page.locator('#status', { hasText: 'ready' }).waitFor()
+  await page.fill('#message', 'what is 6*7?')
+  await page.click('#send')
+  await page.locator('button.approve').waitFor()
+  await page.locator('#status', { hasText: 'ready' }).waitFor()
+  t.equal(server.up.requests.length, 1, 'the run waits: no second model request yet')
+
+  await page.reload()
+  await page.locator('button.approve').waitFor({ timeout: 15_000 })
+  await page.click('button.approve')
+  await page.locator('#messages li.assistant', { hasText: 'It is' }).waitFor({ timeout: 15_000 })
+  await page.locator('#status', { hasText: 'ready' }).waitFor()
+  t.same(await assistantTexts(page), ['It is {"expression":"6*7","result":42}.'], 'one message: the call, then the answer')
+  t.equal(await page.locator('.tool[data-state="output-available"]').count(), 1)
   t.same(errors, [], 'no page error')
 })
