@@ -29,6 +29,14 @@ export interface AgentRunInput {
    * output, a denied or expired approval). Absent: every call runs.
    */
   gate?: ((call: GatedCall) => Promise<GateDecision>) | undefined
+  /**
+   * (1.1) Go on with a run another instance started, in the tool round it waited in: its calls
+   * are the last assistant turn of `progress.messages` (already announced), `progress` is what
+   * the run had produced by then.
+   */
+  resume?: { round: number } | undefined
+  /** (1.1) A tool round is over, all its results in: called before the model is asked again. */
+  roundEnded?: (() => Promise<void>) | undefined
   /** Resolves when the event is logged and the run may pull more (backpressure lives here). */
   emit: (event: AgentEvent) => Promise<void>
 }
@@ -37,9 +45,12 @@ export interface GatedCall {
   tool: string
   callId: string
   argumentsJson: string
+  /** The tool round, from 0. */
+  round: number
 }
 
-export type GateDecision = { kind: 'run' } | { kind: 'outcome'; outcome: ToolOutcome }
+/** Run the tool; or use this outcome instead; or this outcome, its `tool_result` already logged (a resumed round). */
+export type GateDecision = { kind: 'run' } | { kind: 'outcome'; outcome: ToolOutcome } | { kind: 'logged'; outcome: ToolOutcome }
 
 /** Filled in as the run goes, so a failed or cancelled run still reports what it produced. */
 export interface AgentProgress {
@@ -107,12 +118,17 @@ function parseArguments(json: string): unknown {
  */
 export async function runAgent(input: AgentRunInput, progress: AgentProgress): Promise<AgentOutcome> {
   const { signal } = input
-  const messages = [...input.messages]
+  const messages = [...input.messages, ...(input.resume ? progress.messages : [])]
   const tools = [...input.tools.openAITools(), ...(input.clientTools ?? [])]
   const clientToolNames = new Set((input.clientTools ?? []).map((tool) => tool.function.name))
   let sliceStart = 0
   let lastChunkAt = 0
-  for (let round = 0; ; round++) {
+  for (let round = input.resume?.round ?? 0; ; round++) {
+    if (input.resume && round === input.resume.round) {
+      const calls = progress.messages.findLast((message) => message.role === 'assistant')?.tool_calls ?? []
+      await runToolRound(input, messages, progress, round, calls.map((call) => ({ id: call.id, name: call.function.name, arguments: call.function.arguments })))
+      continue
+    }
     // By the model layer's dense slots; a Map, so no index can make a sparse array to walk.
     const calls = new Map<number, PendingCall>()
     let finish: string | undefined
@@ -180,32 +196,40 @@ export async function runAgent(input: AgentRunInput, progress: AgentProgress): P
       const executor = clientToolNames.has(call.name) ? 'client' : 'server'
       await input.emit({ type: 'tool_call', tool: call.name, callId: call.id, arguments: parseArguments(call.arguments), executor })
     }
-    const context = { signal, sessionId: input.sessionId, userId: input.userId }
-    const results = await Promise.all(
-      requested.map(async (call) => {
-        const decision = input.gate ? await input.gate({ tool: call.name, callId: call.id, argumentsJson: call.arguments }) : RUN
-        const relay = progressRelay(input.emit, call.name, call.id)
-        const outcome = decision.kind === 'outcome' ? decision.outcome : await input.tools.execute(call.name, call.arguments, { ...context, onProgress: relay.report })
-        await relay.settle()
-        signal.throwIfAborted()
-        await input.emit({
-          type: 'tool_result',
-          tool: call.name,
-          callId: call.id,
-          result: outcome.ok ? outcome.result : outcome.error,
-          isError: !outcome.ok,
-        })
-        return { call, outcome }
-      }),
-    )
-    for (const { call, outcome } of results) {
-      const toolMessage: HistoryMessage = {
-        role: 'tool',
-        tool_call_id: call.id,
-        content: outcome.ok ? JSON.stringify(outcome.result ?? null) : `Error: ${outcome.error}`,
-      }
-      progress.messages.push(toolMessage)
-      messages.push(toolMessage)
-    }
+    await runToolRound(input, messages, progress, round, requested)
   }
+}
+
+/** Runs (or gets the outcomes of) a round's calls in parallel, then feeds every result back. */
+async function runToolRound(input: AgentRunInput, messages: HistoryMessage[], progress: AgentProgress, round: number, requested: PendingCall[]): Promise<void> {
+  const { signal } = input
+  const context = { signal, sessionId: input.sessionId, userId: input.userId }
+  const results = await Promise.all(
+    requested.map(async (call) => {
+      const decision = input.gate ? await input.gate({ tool: call.name, callId: call.id, argumentsJson: call.arguments, round }) : RUN
+      if (decision.kind === 'logged') return { call, outcome: decision.outcome }
+      const relay = progressRelay(input.emit, call.name, call.id)
+      const outcome = decision.kind === 'outcome' ? decision.outcome : await input.tools.execute(call.name, call.arguments, { ...context, onProgress: relay.report })
+      await relay.settle()
+      signal.throwIfAborted()
+      await input.emit({
+        type: 'tool_result',
+        tool: call.name,
+        callId: call.id,
+        result: outcome.ok ? outcome.result : outcome.error,
+        isError: !outcome.ok,
+      })
+      return { call, outcome }
+    }),
+  )
+  for (const { call, outcome } of results) {
+    const toolMessage: HistoryMessage = {
+      role: 'tool',
+      tool_call_id: call.id,
+      content: outcome.ok ? JSON.stringify(outcome.result ?? null) : `Error: ${outcome.error}`,
+    }
+    progress.messages.push(toolMessage)
+    messages.push(toolMessage)
+  }
+  await input.roundEnded?.()
 }

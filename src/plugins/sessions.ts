@@ -67,6 +67,7 @@ async function sessionsPlugin(app: FastifyInstance, options: SessionsPluginOptio
           runsHere: (ref, runId) => executor.isLocal(ref, runId),
           onInterrupted: () => observer.interrupted(),
           startNext: (ref, next) => executor.startNext(ref, next),
+          adopt: (ref, active) => executor.adopt(ref, active),
           instanceId,
           leaseMs: config.RUN_LEASE_MS,
           log: app.log,

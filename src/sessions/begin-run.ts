@@ -73,7 +73,7 @@ export async function beginAndWatch(deps: BeginRunDeps, watcher: Watcher, ref: S
     case 'queued': {
       if (request.onBusy === 'interrupt') {
         const active = await backend.sessions.activeRun(ref)
-        if (active && active.runId !== runId) await deps.executor.abort(ref, active.runId, 'superseded')
+        if (active && active.runId !== runId) await deps.executor.abort(ref, active, 'superseded')
       }
       return watch(deps, watcher, ref, begun.startAfterSeq)
     }

@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { CompleteFrame } from '../protocol/index.ts'
 import type { ActiveRun, Backend, SessionRef, StartedRun } from '../store/types.ts'
+import { actionDue } from '../store/waiting-round.ts'
 
 export interface LeaseSweeperOptions {
   backend: Backend
@@ -12,6 +13,8 @@ export interface LeaseSweeperOptions {
   onInterrupted?: () => void
   /** Its queued successor became active, held by this instance: it runs here. */
   startNext: (ref: SessionRef, next: StartedRun) => void
+  /** (1.1) Takes over a waiting run whose instance is gone, to go on with it here. */
+  adopt: (ref: SessionRef, active: ActiveRun) => Promise<boolean>
   instanceId: string
   leaseMs: number
   log: Pick<FastifyBaseLogger, 'warn'>
@@ -26,6 +29,9 @@ const SWEEP_BATCH = 100
  * however many sessions are watched. Only the first instance to notice succeeds: the store
  * logs the `complete` (`finish_reason: "interrupted"`) only while the lease is expired and the
  * log unchanged, in one atomic step; from then on the old holder's writes are refused.
+ * (1.1) A run that waits on the client is not ended: it is state in the store. It is adopted
+ * here when something is due (an answer nobody took, a deadline, a call cut short), else
+ * looked at again at its earliest deadline.
  */
 export class LeaseSweeper {
   readonly #options: LeaseSweeperOptions
@@ -50,9 +56,13 @@ export class LeaseSweeper {
     if (this.#sweeping) return
     this.#sweeping = true
     try {
-      for (const { ref, runId } of await this.#options.backend.sessions.expiredLeases(SWEEP_BATCH)) {
+      for (const { ref, fence } of await this.#options.backend.sessions.expiredLeases(SWEEP_BATCH)) {
         const active = await this.#options.backend.sessions.activeRun(ref)
-        if (active?.runId === runId) await this.endIfExpired(ref, active)
+        if (active?.fence !== fence || this.#options.runsHere(ref, active.runId)) continue
+        const round = await this.#options.backend.sessions.waitingRound(ref)
+        if (!round) await this.endIfExpired(ref, active)
+        else if (actionDue(round) <= Date.now()) await this.#options.adopt(ref, active)
+        else await this.#options.backend.sessions.deferLease(ref, fence, actionDue(round))
       }
     } catch (err) {
       this.#options.log.warn({ err }, 'lease sweep failed')

@@ -5,12 +5,15 @@ import type { ModelClient } from '../agent/models/types.ts'
 import type { ToolRegistry } from '../agent/tools/registry.ts'
 import { UpstreamError } from '../agent/upstream-error.ts'
 import type { ErrorCode, FinishReason, UnsequencedRunEvent } from '../protocol/index.ts'
-import { refKey, type Backend, type ControlMessage, type HistoryMessage, type SessionRef, type StartedRun } from '../store/types.ts'
+import { refKey, type ActiveRun, type Backend, type ControlMessage, type SessionRef, type Settles, type StartedRun } from '../store/types.ts'
+import type { Adoption, AdoptedRun } from '../store/waiting-round.ts'
 import { cancelledFrame, completeFrame, failureFrame, runEvent, thinkingFrame, type Finish } from './run-events.ts'
 import type { Subscriptions } from './subscriptions.ts'
 import { RunAborted, type AbortCause } from './watcher.ts'
 import { Fenced } from './fenced.ts'
-import { CLAIMED_ANSWER_WAIT_MS, ToolGate } from './tool-gate.ts'
+import { ToolGate } from './tool-gate.ts'
+import { modelMessages } from './model-messages.ts'
+import { adoption, resumedProgress, snapshotOf, startOf } from './adoption.ts'
 
 export interface ExecutorConfig {
   /** Holds the leases of the runs this instance executes (and of queued runs it starts). */
@@ -58,6 +61,10 @@ export interface RunStart extends StartedRun {
 }
 
 interface LocalRun extends RunStart {
+  /** What its writes name (ActiveRun.fence). */
+  fence: string
+  /** Taken over from an instance that stopped, in the round it waited in. */
+  adopted?: AdoptedRun | undefined
   controller: AbortController
   /** Settles when the run is over here: its final events logged, or given up. */
   done: Promise<void>
@@ -68,6 +75,7 @@ interface LocalRun extends RunStart {
   /** Text deltas held while a watcher is backed up: logged as one token when it drains (§6). */
   merging?: { text: string; logged: Promise<void> }
 }
+
 
 /** Text held for a backed-up watcher before the run stops pulling from the model. */
 const MERGE_LIMIT_CHARS = 64 * 1024
@@ -80,6 +88,8 @@ const MERGE_LIMIT_CHARS = 64 * 1024
 export class RunExecutor {
   readonly #options: RunExecutorOptions
   readonly #runs = new Map<string, LocalRun>()
+  /** Draining: runs that only wait on a person are let go (parked) for another instance. */
+  #draining = false
 
   constructor(options: RunExecutorOptions) {
     this.#options = options
@@ -99,10 +109,18 @@ export class RunExecutor {
    * `unwatched`: nobody may be watching it (its sender left, or it was next in a queue), so the
    * grace starts now: it is aborted then unless somebody watches.
    */
-  start(start: RunStart, options: { unwatched?: boolean } = {}): void {
-    const run: LocalRun = { ...start, controller: new AbortController(), done: Promise.resolve(), tracker: this.#options.observer?.started() }
+  start(start: RunStart, options: { unwatched?: boolean; adopted?: AdoptedRun; abort?: AbortCause } = {}): void {
+    const run: LocalRun = {
+      ...start,
+      fence: options.adopted?.active.fence ?? start.runId,
+      adopted: options.adopted,
+      controller: new AbortController(),
+      done: Promise.resolve(),
+      tracker: this.#options.observer?.started(),
+    }
     const key = refKey(run.ref)
     this.#runs.set(key, run)
+    if (options.abort) this.#abortLocal(run, options.abort)
     if (options.unwatched) this.#armGrace(run)
     run.done = this.#execute(run).finally(() => {
       clearTimeout(run.graceTimer)
@@ -110,11 +128,40 @@ export class RunExecutor {
     })
   }
 
-  /** Stops the run wherever it runs: here through its controller, elsewhere through the bus. */
-  async abort(ref: SessionRef, runId: string, cause: 'cancel' | 'deleted' | 'superseded'): Promise<void> {
+  /**
+   * Stops the run wherever it runs: here through its controller, elsewhere through the bus. A
+   * waiting run nobody holds (its instance drained or died) is adopted here to be ended.
+   */
+  async abort(ref: SessionRef, active: ActiveRun, cause: 'cancel' | 'deleted' | 'superseded'): Promise<void> {
     const run = this.#runs.get(refKey(ref))
-    if (run?.runId === runId) return this.#abortLocal(run, cause)
-    await this.#options.backend.control.publish({ kind: 'cancel', ref, runId, reason: cause === 'cancel' ? 'client' : cause })
+    if (run?.runId === active.runId) return this.#abortLocal(run, cause)
+    if (active.leaseExpiresAt <= Date.now() && (await this.adopt(ref, active, cause))) return
+    await this.#options.backend.control.publish({ kind: 'cancel', ref, runId: active.runId, reason: cause === 'cancel' ? 'client' : cause })
+  }
+
+  /**
+   * (1.1) Takes over a run that waits on the client and whose lease lapsed, and goes on with it
+   * here (or ends it at once: `abort`). False when the store gave it to nobody (not waiting,
+   * held, or taken by another instance first).
+   */
+  async adopt(ref: SessionRef, active: ActiveRun, abort?: AbortCause): Promise<boolean> {
+    const asked = this.adoptionOf(active.runId)
+    const adopted = asked && (await this.#options.backend.sessions.adoptRun(ref, active.fence, asked))
+    if (!adopted) return false
+    await this.startAdopted(ref, adopted, abort)
+    return true
+  }
+
+  /** What to ask the store for to take run `runId` over; none while draining (nothing new runs here). */
+  adoptionOf(runId: string): Adoption | undefined {
+    return this.#draining ? undefined : adoption(this.#options.config, runId)
+  }
+
+  /** A run this instance now holds (adopted by an answer's claim, or by adopt()): it goes on from its round. */
+  async startAdopted(ref: SessionRef, adopted: AdoptedRun, abort?: AbortCause): Promise<void> {
+    const session = await this.#options.backend.sessions.get(ref.owner, ref.id)
+    this.#options.logger.info({ sessionId: ref.id, userId: ref.owner, runId: adopted.active.runId }, 'run adopted: it goes on here')
+    this.start(startOf(ref, adopted, session?.messages ?? []), { adopted, unwatched: true, ...(abort ? { abort } : {}) })
   }
 
   /** Resolves when the local run is over; undefined when it does not run here. */
@@ -123,8 +170,14 @@ export class RunExecutor {
     return run?.runId === runId ? run.done : undefined
   }
 
-  /** Shutdown: runs get `graceMs` to finish, then are cancelled; resolves when all have ended. */
+  /**
+   * Shutdown: runs get `graceMs` to finish, then are cancelled; resolves when all have ended.
+   * With a shared store, a run that only waits on a person is let go instead: any instance goes
+   * on with it when the answer comes (protocol.md §7a).
+   */
   async drain(graceMs: number): Promise<void> {
+    this.#draining = true
+    for (const run of this.#runs.values()) void this.#parkIfWaiting(run)
     const all = () => Promise.all([...this.#runs.values()].map((run) => run.done))
     let timer: NodeJS.Timeout | undefined
     let graceOver = false
@@ -135,6 +188,19 @@ export class RunExecutor {
     while (this.#runs.size > 0) {
       for (const run of this.#runs.values()) run.controller.abort(new RunAborted('shutdown'))
       await all()
+    }
+  }
+
+  /** While draining: parks the run when all it does is wait on the client. */
+  async #parkIfWaiting(run: LocalRun): Promise<void> {
+    if (!this.#draining || this.#options.backend.kind === 'memory' || !run.gate?.onlyWaiting) return
+    const { ref, runId, fence } = run
+    try {
+      if (!(await this.#options.backend.sessions.parkRun(ref, fence))) return
+      this.#options.logger.info({ sessionId: ref.id, userId: ref.owner, runId }, 'run parked: it waits on the client; any instance goes on with it')
+      this.#abortLocal(run, 'parked')
+    } catch (err) {
+      this.#options.logger.warn({ err, sessionId: ref.id, runId }, 'could not park the waiting run')
     }
   }
 
@@ -174,15 +240,16 @@ export class RunExecutor {
   }
 
   /** Logs one event of the run (after any text it holds), then waits until its local watchers can take more. */
-  async #append(run: LocalRun, event: UnsequencedRunEvent): Promise<void> {
+  async #append(run: LocalRun, event: UnsequencedRunEvent, settles?: Settles): Promise<void> {
     if (run.merging) await run.merging.logged
-    await this.#log(run, event)
+    await this.#log(run, event, settles)
     await this.#options.subscriptions.whenWritable(run.ref)
   }
 
-  /** The fenced write itself. */
-  async #log(run: LocalRun, event: UnsequencedRunEvent): Promise<void> {
-    if (!(await this.#options.backend.sessions.append(run.ref, run.runId, event))) throw new Fenced()
+  /** The fenced write itself; with the call of the recorded round the event settles (1.1). */
+  async #log(run: LocalRun, event: UnsequencedRunEvent, settles = run.gate?.settles(event)): Promise<void> {
+    if (!(await this.#options.backend.sessions.append(run.ref, run.fence, event, settles))) throw new Fenced()
+    if (settles) void this.#parkIfWaiting(run)
   }
 
   /**
@@ -212,7 +279,7 @@ export class RunExecutor {
     const { ref, runId, controller } = run
     const log = logger.child({ sessionId: ref.id, userId: ref.owner, runId })
     const lease = setInterval(() => {
-      backend.sessions.renewLease(ref, runId, config.leaseMs).then(
+      backend.sessions.renewLease(ref, run.fence, config.leaseMs).then(
         (held) => {
           if (held || controller.signal.aborted) return
           log.warn('lease lost: the run no longer holds its session')
@@ -222,34 +289,44 @@ export class RunExecutor {
       )
     }, config.leaseMs / 3)
     lease.unref()
-    const progress = createProgress()
+    const progress = run.adopted ? resumedProgress(run.adopted.round) : createProgress()
     const clientTools = run.clientTools ?? []
-    run.gate = new ToolGate({
-      backend,
-      ref,
-      runId,
-      signal: controller.signal,
-      tools: this.#options.tools,
-      approvalTools: config.approvalTools,
-      clientTools: new Set(clientTools.map((tool) => tool.name)),
-      approvalTimeoutMs: config.approvalTimeoutMs,
-      clientToolTimeoutMs: config.clientToolTimeoutMs,
-      append: (event) => this.#append(run, event),
-      claimedAnswerWaitMs: CLAIMED_ANSWER_WAIT_MS,
-    })
-    let finish: Finish = { finishReason: 'stop' }
+    run.gate = new ToolGate(
+      {
+        backend,
+        ref,
+        runId,
+        fence: run.fence,
+        signal: controller.signal,
+        tools: this.#options.tools,
+        approvalTools: config.approvalTools,
+        clientTools: new Set(clientTools.map((tool) => tool.name)),
+        approvalTimeoutMs: config.approvalTimeoutMs,
+        clientToolTimeoutMs: config.clientToolTimeoutMs,
+        append: (event, settles) => this.#append(run, event, settles),
+        snapshot: (round) => snapshotOf(run, progress, round),
+        onWaiting: () => void this.#parkIfWaiting(run),
+      },
+      run.adopted?.round,
+    )
+    let finish: Finish | null = { finishReason: 'stop' }
     try {
-      await this.#append(run, thinkingFrame(ref, runId, run.requestId))
-      log.info('run started')
+      if (!run.adopted) {
+        await this.#append(run, thinkingFrame(ref, runId, run.requestId))
+        log.info('run started')
+      }
+      controller.signal.throwIfAborted()
       const outcome = await runAgent(
         {
           model: this.#options.model,
           tools: this.#options.tools,
-          messages: [systemMessage(config.systemPrompt), ...withoutOrphanedToolResults(run.history), run.userMessage].map(forModel),
+          messages: modelMessages(config.systemPrompt, run.history, run.userMessage),
           signal: controller.signal,
           maxToolRounds: config.maxToolRounds,
           clientTools: clientTools.map((tool) => ({ type: 'function', function: { name: tool.name, description: tool.description ?? '', parameters: tool.parameters } })),
           gate: (call) => (run.gate as ToolGate).decide(call),
+          roundEnded: () => (run.gate as ToolGate).roundEnded(),
+          resume: run.adopted ? { round: run.adopted.round.round } : undefined,
           sessionId: ref.id,
           userId: ref.owner,
           emit: (event) => {
@@ -268,6 +345,8 @@ export class RunExecutor {
     } finally {
       clearInterval(lease)
     }
+    // Parked: not over, only no longer here.
+    if (!finish) return
     run.tracker?.ended(finish.finishReason)
     log.info({ finishReason: finish.finishReason }, 'run complete')
   }
@@ -277,7 +356,7 @@ export class RunExecutor {
     const { backend, config } = this.#options
     if (run.merging) await run.merging.logged
     const finished = await backend.sessions.finishRun(run.ref, {
-      runId: run.runId,
+      runId: run.fence,
       instanceId: config.instanceId,
       leaseMs: config.leaseMs,
       event: completeFrame(run.ref, run.runId, run.requestId, progress, finish),
@@ -295,10 +374,12 @@ export class RunExecutor {
   }
 
   /** The run stopped early: log why (cancelled, or the error) and its `complete`, unless it was fenced. */
-  async #fail(run: LocalRun, progress: ReturnType<typeof createProgress>, err: unknown, log: FastifyBaseLogger): Promise<Finish> {
+  async #fail(run: LocalRun, progress: ReturnType<typeof createProgress>, err: unknown, log: FastifyBaseLogger): Promise<Finish | null> {
     const { ref, runId, controller } = run
     const cause = controller.signal.aborted ? (controller.signal.reason as RunAborted).cause : undefined
     if (err instanceof Fenced || cause === 'fenced') return this.#fenced(run, log)
+    // Let go while it waited (a drain): whoever adopts it ends it.
+    if (cause === 'parked') return null
     try {
       if (cause) {
         log.info({ cause }, 'run cancelled')
@@ -314,7 +395,7 @@ export class RunExecutor {
       log.error({ err: finalErr }, 'run could not log its end')
       this.#options.subscriptions.end(ref, 'lost')
       // Free the session if the store still can; else its lease lapses (shared stores).
-      await this.#options.backend.sessions.releaseRun(ref, runId).catch(() => false)
+      await this.#options.backend.sessions.releaseRun(ref, run.fence).catch(() => false)
       return { finishReason: 'interrupted' }
     }
   }
@@ -334,15 +415,6 @@ export class RunExecutor {
   }
 }
 
-function systemMessage(content: string): HistoryMessage {
-  return { role: 'system', content }
-}
-
-/** What the model is sent of a history message: our ids stay here. */
-function forModel({ id: _id, run_id: _runId, ...message }: HistoryMessage): HistoryMessage {
-  return message
-}
-
 function logFailure(log: FastifyBaseLogger, err: unknown): void {
   const failure = err instanceof UpstreamError ? err : undefined
   if (failure?.failure === 'auth') {
@@ -350,13 +422,4 @@ function logFailure(log: FastifyBaseLogger, err: unknown): void {
     log.error({ err, failure: failure.failure, status: failure.status }, 'UPSTREAM REJECTED OUR CREDENTIALS: check OPENAI_API_KEY / OPENAI_BASE_URL')
   } else if (failure) log.warn({ err, failure: failure.failure, status: failure.status }, 'run failed upstream')
   else log.error({ err }, 'run failed')
-}
-
-/**
- * History trimmed from the front may start with tool results whose assistant tool_calls were
- * dropped; OpenAI refuses such a request (400), so they go too.
- */
-function withoutOrphanedToolResults(messages: HistoryMessage[]): HistoryMessage[] {
-  const first = messages.findIndex((message) => message.role !== 'tool')
-  return first === -1 ? [] : messages.slice(first)
 }

@@ -127,9 +127,13 @@ export class SessionService {
    */
   async answer(owner: string, request: ToolAnswerRequest): Promise<void> {
     const { sessionId, callId, answer } = request
-    const ref = refOf(await this.#find(owner, sessionId))
-    const claimed = await this.#backend.sessions.claimPending(ref, callId, answer.kind)
+    const session = await this.#find(owner, sessionId)
+    const ref = refOf(session)
+    // When the run's holder is gone (drained or died), whoever claims the answer holds the run too: the store decides.
+    const adopt = session.active ? this.#executor.adoptionOf(session.active.runId) : undefined
+    const claimed = await this.#backend.sessions.claimPending(ref, callId, answer, adopt)
     if (!claimed) throw new ProtocolError(ErrorCode.notPending, `call ${callId} is not waiting for ${answer.kind === 'approval' ? 'an approval' : 'a tool output'}`, { sessionId })
+    if (claimed.adopted) return this.#executor.startAdopted(ref, claimed.adopted)
     await this.#backend.control.publish({ kind: 'answer', ref, runId: claimed.runId, callId, answer })
   }
 
@@ -150,7 +154,7 @@ export class SessionService {
   async cancel(owner: string, sessionId: string, runId?: string): Promise<void> {
     const session = await this.#find(owner, sessionId)
     if (!session.active || (runId !== undefined && session.active.runId !== runId)) throw new ProtocolError(ErrorCode.noActiveRun, undefined, { sessionId })
-    await this.#executor.abort(refOf(session), session.active.runId, 'cancel')
+    await this.#executor.abort(refOf(session), session.active, 'cancel')
   }
 
   /** Replays held events after `lastSeq` under the socket's backpressure, answers `status:resumed`, then streams live. */
@@ -215,7 +219,7 @@ export class SessionService {
       // Queued runs go first: nothing may start after the deleted run ends.
       await this.#backend.sessions.clearQueue(ref)
       const { runId } = session.active
-      await this.#executor.abort(ref, runId, 'deleted')
+      await this.#executor.abort(ref, session.active, 'deleted')
       await (this.#executor.whenDone(ref, runId) ?? this.#remoteRunEnded(ref, runId))
     }
     await this.#backend.sessions.delete(ref)
@@ -228,6 +232,8 @@ export class SessionService {
       const active = await this.#backend.sessions.activeRun(ref)
       if (active?.runId !== runId) return
       if (await this.#leases?.endIfExpired(ref, active)) return
+      // A waiting run whose instance is gone is ended here.
+      if (active.leaseExpiresAt <= Date.now() && (await this.#executor.adopt(ref, active, 'deleted'))) return this.#executor.whenDone(ref, runId)
       await sleep(25)
     }
   }

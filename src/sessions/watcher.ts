@@ -22,7 +22,7 @@ export interface Watcher {
 }
 
 /** Why a run's AbortController fired; the reason decides the final events. */
-export type AbortCause = 'cancel' | 'disconnect' | 'shutdown' | 'deleted' | 'superseded' | 'fenced'
+export type AbortCause = 'cancel' | 'disconnect' | 'shutdown' | 'deleted' | 'superseded' | 'fenced' | 'parked'
 
 export class RunAborted extends Error {
   override name = 'RunAborted'

@@ -1,6 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import type { ClientTool, PendingCall, StatusQueued, UnsequencedRunEvent } from '../protocol/index.ts'
 import type { Cluster, Redis } from 'ioredis'
+import type { Adoption, AdoptedRun, CallState, Claim, StoredAnswer, WaitingRound } from './waiting-round.ts'
 
 export { serializeEvent } from '../protocol/serialize.ts'
 
@@ -62,6 +63,11 @@ export interface ActiveRun {
   requestId?: string
   /** The instance executing it; only that one holds its AbortController. */
   instanceId: string
+  /**
+   * (1.1) What the holder's writes name to pass the fence: the run id, until another instance
+   * adopts the run (then a new token, so the old holder's writes are refused).
+   */
+  fence: string
   /** The session's last seq before the run's first event: attach = subscribe from here. */
   startAfterSeq: number
   leaseExpiresAt: number
@@ -88,9 +94,10 @@ export interface StartedRun {
   clientTools?: ClientTool[]
 }
 
-/** (1.1) A tool call waiting on the client, with the run that waits for it. */
-export interface PendingEntry extends PendingCall {
-  runId: string
+/** (1.1) A call of the recorded round an event settles (`approval_resolved`, `tool_result`). */
+export interface Settles {
+  callId: string
+  state: CallState
 }
 
 export type BeginRunResult =
@@ -125,6 +132,7 @@ export interface BeginRun {
 }
 
 export interface FinishRun {
+  /** The run's fence (ActiveRun.fence). */
   runId: string
   /** The instance that finishes it: it starts the next queued run, if there is one. */
   instanceId: string
@@ -134,7 +142,7 @@ export interface FinishRun {
   /** What the run adds to the conversation, stored in the same step as its `complete`. */
   messages: HistoryMessage[]
   maxMessages: number
-  /** Only when the run's lease has expired: ending the run of an instance that died. */
+  /** Only when the run's lease has expired and it does not wait in a recorded round: ending the run of an instance that died. */
   ifLeaseExpired?: boolean
   /** Only when the session's last seq is still this (the event was computed from the log up to it). */
   ifLastSeq?: number
@@ -157,12 +165,13 @@ export interface LoggedEvent {
 /** A run whose lease has passed, as the lease index lists it. */
 export interface ExpiredLease {
   ref: SessionRef
-  runId: string
+  /** The fence of the run that held the lease. */
+  fence: string
 }
 
 /**
  * Sessions, their runs and their event logs. Every write that belongs to a run (append,
- * finish, renewal) is fenced by (generation, run id) in the same atomic step: it is refused
+ * finish, renewal) is fenced by (generation, run fence) in the same atomic step: it is refused
  * once the run is no longer the session's active one, whoever ended it.
  */
 export interface SessionStore {
@@ -179,22 +188,43 @@ export interface SessionStore {
   /** Atomically: generation, idempotency and busy checks; reads the start seq; records the run and its user message. */
   beginRun(ref: SessionRef, run: BeginRun): Promise<BeginRunResult>
   activeRun(ref: SessionRef): Promise<ActiveRun | null>
-  /** Appends a run event; null, and nothing appended, when the run is no longer active (fenced). */
-  append(ref: SessionRef, runId: string, event: UnsequencedRunEvent): Promise<LoggedEvent | null>
+  /**
+   * Appends a run event; null, and nothing appended, when the run is no longer active (fenced).
+   * `settles`: the event settles a call of the recorded round, in the same step (1.1).
+   */
+  append(ref: SessionRef, fence: string, event: UnsequencedRunEvent, settles?: Settles): Promise<LoggedEvent | null>
   renewLease(ref: SessionRef, runId: string, leaseMs: number): Promise<boolean>
   /**
    * Logs the run's `complete`, stores its messages and frees the session, in one step, then
    * makes the first queued run active (held by `finish.instanceId`); null when fenced.
    */
   finishRun(ref: SessionRef, finish: FinishRun): Promise<Finished | null>
-  /** (1.1) Records a call that waits on the client; false when the run no longer holds the session (fenced). */
-  addPending(ref: SessionRef, runId: string, call: PendingCall): Promise<boolean>
   /**
-   * (1.1) Takes the call out of the waiting ones, atomically, when it waits for an answer of this
-   * kind: whoever takes it answers it; null for everybody else (answered, expired, unknown).
+   * (1.1) Records a call that waits on the client: the round it waits in (the first wait of a
+   * round records it, with the other calls' states) and this call as `waiting`. Calls already
+   * recorded keep their state. False when fenced.
    */
-  claimPending(ref: SessionRef, callId: string, kind: PendingCall['kind']): Promise<PendingEntry | null>
-  /** (1.1) The calls waiting on the client, oldest first. */
+  addPending(ref: SessionRef, fence: string, round: WaitingRound, callId: string): Promise<boolean>
+  /**
+   * (1.1) The first answer (or the deadline) for a waiting call of this kind claims it: the call
+   * is `answered`, kept for whoever goes on with the run; null for everybody else (answered,
+   * expired, unknown). With `adopt`, when the run's lease has lapsed (its instance drained or
+   * died), the claimer holds the run from here on, in the same step.
+   */
+  claimPending(ref: SessionRef, callId: string, answer: StoredAnswer, adopt?: Adoption): Promise<Claim | null>
+  /** (1.1) One call of the recorded round, or null. */
+  callState(ref: SessionRef, callId: string): Promise<CallState | null>
+  /** (1.1) The round the active run waits in, or null when it has not waited in this round. */
+  waitingRound(ref: SessionRef): Promise<WaitingRound | null>
+  /** (1.1) The round is over (all its results in): forgets it, before the model is asked again. */
+  endRound(ref: SessionRef, fence: string): Promise<boolean>
+  /** (1.1) Takes over a run that waits in a recorded round and whose lease has lapsed; null otherwise. */
+  adoptRun(ref: SessionRef, fence: string, adopt: Adoption): Promise<AdoptedRun | null>
+  /** (1.1) Lets go of a waiting run (a drain): its lease lapses now, so any instance may adopt it. */
+  parkRun(ref: SessionRef, fence: string): Promise<boolean>
+  /** (1.1) A lapsed lease nobody needs to act on before `until` (a deadline): sweeps skip it till then. */
+  deferLease(ref: SessionRef, fence: string, until: number): Promise<void>
+  /** (1.1) The calls waiting on the client, in the model's order. */
   listPending(ref: SessionRef): Promise<PendingCall[]>
   /** Drops the session's queued runs (a deletion); how many there were. */
   clearQueue(ref: SessionRef): Promise<number>
@@ -249,6 +279,13 @@ export interface EventLog {
   close(): Promise<void>
 }
 
+/** (1.1) An answer to a call that waits on the client. */
+export const ToolAnswer = Type.Union([
+  Type.Object({ kind: Type.Literal('approval'), approved: Type.Boolean(), reason: Type.Optional(Type.String()) }),
+  Type.Object({ kind: Type.Literal('client_tool'), output: Type.String(), isError: Type.Boolean() }),
+])
+export type ToolAnswer = Static<typeof ToolAnswer>
+
 /** What instances tell each other; a schema because it crosses the wire (Redis pub/sub). */
 export const ControlMessage = Type.Union([
   Type.Object({
@@ -264,14 +301,10 @@ export const ControlMessage = Type.Union([
     ref: SessionRef,
     runId: Type.String(),
     callId: Type.String(),
-    answer: Type.Union([
-      Type.Object({ kind: Type.Literal('approval'), approved: Type.Boolean(), reason: Type.Optional(Type.String()) }),
-      Type.Object({ kind: Type.Literal('client_tool'), output: Type.String(), isError: Type.Boolean() }),
-    ]),
+    answer: ToolAnswer,
   }),
 ])
 export type ControlMessage = Static<typeof ControlMessage>
-export type ToolAnswer = Extract<ControlMessage, { kind: 'answer' }>['answer']
 
 /** Signals to the instance that owns a run: cancel it, or check whether anybody still watches. */
 export interface ControlBus {

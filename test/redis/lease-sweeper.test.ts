@@ -58,6 +58,7 @@ function sweeperFor(backend: Backend, options: { local?: string; intervalMs?: nu
     runsHere: (ref) => ref.id === options.local,
     onInterrupted: () => void interrupted++,
     startNext: (ref, next) => void started.push({ ref, next }),
+    adopt: async () => false,
     instanceId: 'sweeper',
     leaseMs: 60_000,
     log: { warn: (obj: unknown, msg?: string) => void warnings.push({ obj, msg }) },

@@ -274,11 +274,11 @@ t.test('expiredLeases: the runs whose lease passed, at most limit; stale entries
   t.ok(firstTwo.length <= 2, 'at most limit')
   const all = await sessions.expiredLeases(100)
   t.same(
-    all.map((lease) => lease.runId).sort(),
+    all.map((lease) => lease.fence).sort(),
     ['run-a', 'run-b'],
     'expired and still active; a live lease, a deleted session and an ended run are not listed',
   )
-  t.same(all.find((lease) => lease.runId === 'run-a')?.ref, a)
+  t.same(all.find((lease) => lease.fence === 'run-a')?.ref, a)
   const left = (await r.redis.zrange(leases, '0', '-1')).map((entry) => (JSON.parse(entry) as string[])[3]).sort()
   t.same(left, ['run-a', 'run-alive', 'run-b', 'run-c2'], 'the stale entries were removed from the index')
 })

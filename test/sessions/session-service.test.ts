@@ -173,6 +173,7 @@ function core(t: Teardown, model: ModelClient, options: CoreOptions = {}) {
         historyMaxMessages: 50,
         runsHere: (ref, runId) => executor.isLocal(ref, runId),
         startNext: (ref, next) => executor.startNext(ref, next),
+        adopt: (ref, active) => executor.adopt(ref, active),
         instanceId: config.instanceId,
         leaseMs: config.leaseMs,
         log,
@@ -416,7 +417,8 @@ t.test('resume: replays after last_seq, then status:resumed, then live events; r
 })
 
 t.test('resume replay waits for the watcher to be writable, and stops when it closes', async (t) => {
-  const { service } = core(t, slowModel(5, 0).model)
+  // Paced: each delta its own event (ready together, they would be merged into one token).
+  const { service } = core(t, slowModel(5, 1).model)
   const alice = new FakeWatcher()
   await service.chat(alice, chat('s'))
   await alice.complete()
@@ -785,7 +787,8 @@ t.test('fenced with its session gone (the store lost its state): local watchers 
 
 t.test('finishRun failing: once, the run ends as an error; always, its watchers are told the state is lost', async (t) => {
   const { lines, log } = logs()
-  const { service, backend } = core(t, slowModel(2, 0).model, { log })
+  // Paced: thinking and two tokens of their own, seq 1-3.
+  const { service, backend } = core(t, slowModel(2, 1).model, { log })
   const finishRun = backend.sessions.finishRun.bind(backend.sessions)
   let failures = 1
   backend.sessions.finishRun = async (ref, finish) => {
@@ -1037,7 +1040,8 @@ t.test('tool calls are relayed as status frames', async (t) => {
 
 t.test('a run fenced at its complete ends quietly; resume with nothing to replay; a duplicate that cannot subscribe', async (t) => {
   const { lines, log } = logs()
-  const { service, backend } = core(t, slowModel(2, 0).model, { log })
+  // Paced: thinking and two tokens of their own, seq 1-3.
+  const { service, backend } = core(t, slowModel(2, 1).model, { log })
   const finishRun = backend.sessions.finishRun.bind(backend.sessions)
   backend.sessions.finishRun = async (ref, finish) => {
     // Ended elsewhere just before its complete.

@@ -120,7 +120,7 @@ t.test('MemorySessionStore: runs, history, idempotency keys, leases', async (t) 
   t.same(await store.beginRun({ ...ref, gen: 'other' }, run('r0')), { kind: 'gone' }, 'another generation: gone')
   t.equal(await store.activeRun(ref), null)
   t.same(await store.beginRun(ref, run('r1', { requestId: 'q1' })), { kind: 'started', runId: 'r1', requestId: 'q1', startAfterSeq: 0, history: [], userMessage: user('u-r1') })
-  t.same(await store.activeRun(ref), { runId: 'r1', requestId: 'q1', instanceId: 'i1', startAfterSeq: 0, leaseExpiresAt: time.now + 1000 })
+  t.same(await store.activeRun(ref), { runId: 'r1', fence: 'r1', requestId: 'q1', instanceId: 'i1', startAfterSeq: 0, leaseExpiresAt: time.now + 1000 })
   t.same((await store.get('alice', 's1'))?.messages, [user('u-r1')], 'the user message is stored with the start')
   t.match(await store.get('alice', 's1'), { active: { runId: 'r1' } })
   t.match(await store.beginRun(ref, run('r2')), { kind: 'busy', active: { runId: 'r1' } })
@@ -501,7 +501,7 @@ t.test('MemorySessionStore: a queued run remembers its request id once; it start
   time.now += 100
   const finished = await store.finishRun(ref, finish(ref, 'r1', { instanceId: 'i9', leaseMs: 5000 }))
   t.same(finished?.next, { runId: 'r2', requestId: 'q2', startAfterSeq: 1, history: [user('u-r1'), assistant('a-r1')], userMessage: user('u-r2') })
-  t.same(await store.activeRun(ref), { runId: 'r2', requestId: 'q2', instanceId: 'i9', startAfterSeq: 1, leaseExpiresAt: time.now + 5000 })
+  t.same(await store.activeRun(ref), { runId: 'r2', fence: 'r2', requestId: 'q2', instanceId: 'i9', startAfterSeq: 1, leaseExpiresAt: time.now + 5000 })
   t.same((await store.beginRun(ref, run('r3', { requestId: 'q2' }))), { kind: 'duplicate', runId: 'r2', startAfterSeq: 1 })
   // The queued run's maxMessages applies when it starts.
   await store.finishRun(ref, finish(ref, 'r2'))

@@ -9,14 +9,16 @@ import type {
   HistoryMessage,
   LoggedEvent,
   OpenResult,
-  PendingEntry,
   SessionPage,
   SessionRecord,
   SessionRef,
   SessionStore,
   SessionSummary,
+  Settles,
   StartedRun,
 } from '../types.ts'
+import type { Adoption, AdoptedRun, CallState, Claim, StoredAnswer, WaitingRound } from '../waiting-round.ts'
+import { memoryRounds } from './waiting-rounds.ts'
 import type { PendingCall } from '../../protocol/index.ts'
 import type { MemoryEventLog } from './event-log.ts'
 import { applyRunInput, inputApplies } from '../run-input.ts'
@@ -37,8 +39,8 @@ interface MemorySession {
   active: ActiveRun | null
   /** Runs waiting behind the active one, first in line first. */
   queue: QueuedRun[]
-  /** Calls waiting on the client, by call id, oldest first. */
-  pending: Map<string, PendingEntry>
+  /** (1.1) The tool round the active run waits in, when it has waited in this one. */
+  round: WaitingRound | null
   requests: Map<string, { runId: string; startAfterSeq: number }>
   watchers: Set<string>
 }
@@ -124,7 +126,7 @@ export class MemorySessionStore implements SessionStore {
       title: '',
       active: null,
       queue: [],
-      pending: new Map(),
+      round: null,
       requests: new Map(),
       watchers: new Set(),
     }
@@ -186,6 +188,7 @@ export class MemorySessionStore implements SessionStore {
     const startAfterSeq = this.#log.lastSeq(ref)
     session.active = {
       runId: run.runId,
+      fence: run.runId,
       instanceId,
       startAfterSeq,
       leaseExpiresAt: now + leaseMs,
@@ -219,13 +222,16 @@ export class MemorySessionStore implements SessionStore {
     return active ? { ...active } : null
   }
 
-  #holder(ref: SessionRef, runId: string): MemorySession | undefined {
+  #holder(ref: SessionRef, fence: string): MemorySession | undefined {
     const session = this.#live(ref)
-    return session?.active?.runId === runId ? session : undefined
+    return session?.active?.fence === fence ? session : undefined
   }
 
-  async append(ref: SessionRef, runId: string, event: UnsequencedRunEvent): Promise<LoggedEvent | null> {
-    return this.#holder(ref, runId) ? this.#log.append(ref, event) : null
+  async append(ref: SessionRef, fence: string, event: UnsequencedRunEvent, settles?: Settles): Promise<LoggedEvent | null> {
+    const session = this.#holder(ref, fence)
+    if (!session) return null
+    memoryRounds.settle(session, settles)
+    return this.#log.append(ref, event)
   }
 
   async renewLease(ref: SessionRef, runId: string, leaseMs: number): Promise<boolean> {
@@ -238,12 +244,12 @@ export class MemorySessionStore implements SessionStore {
     const session = this.#holder(ref, finish.runId)
     const now = this.#now()
     if (!session?.active) return null
-    if (finish.ifLeaseExpired && session.active.leaseExpiresAt > now) return null
+    if (finish.ifLeaseExpired && (session.active.leaseExpiresAt > now || session.round)) return null
     if (finish.ifLastSeq !== undefined && this.#log.lastSeq(ref) !== finish.ifLastSeq) return null
     const event = this.#log.append(ref, finish.event)
     appendTrimmed(session.messages, finish.messages, finish.maxMessages)
     session.active = null
-    session.pending.clear()
+    session.round = null
     session.updatedAt = session.touchedAt = now
     let next: StartedRun | null = null
     // The first queued run whose input still applies (an edited message may be gone by now).
@@ -277,27 +283,53 @@ export class MemorySessionStore implements SessionStore {
     const session = this.#holder(ref, runId)
     if (session) {
       session.active = null
-      session.pending.clear()
+      session.round = null
     }
     return Boolean(session)
   }
 
-  async addPending(ref: SessionRef, runId: string, call: PendingCall): Promise<boolean> {
-    const session = this.#holder(ref, runId)
-    session?.pending.set(call.call_id, { ...structuredClone(call), runId })
+  async addPending(ref: SessionRef, fence: string, round: WaitingRound, callId: string): Promise<boolean> {
+    const session = this.#holder(ref, fence)
+    if (session) memoryRounds.record(session, round, callId)
     return Boolean(session)
   }
 
-  async claimPending(ref: SessionRef, callId: string, kind: PendingCall['kind']): Promise<PendingEntry | null> {
-    const pending = this.#live(ref)?.pending
-    const entry = pending?.get(callId)
-    if (!pending || entry?.kind !== kind) return null
-    pending.delete(callId)
-    return entry
+  async claimPending(ref: SessionRef, callId: string, answer: StoredAnswer, adopt?: Adoption): Promise<Claim | null> {
+    const session = this.#live(ref)
+    return session ? memoryRounds.claim(session, callId, answer, adopt, this.#now()) : null
   }
 
+  async callState(ref: SessionRef, callId: string): Promise<CallState | null> {
+    return memoryRounds.callState(this.#live(ref), callId)
+  }
+
+  async waitingRound(ref: SessionRef): Promise<WaitingRound | null> {
+    const round = this.#live(ref)?.round
+    return round ? structuredClone(round) : null
+  }
+
+  async endRound(ref: SessionRef, fence: string): Promise<boolean> {
+    const session = this.#holder(ref, fence)
+    if (session) session.round = null
+    return Boolean(session)
+  }
+
+  async adoptRun(ref: SessionRef, fence: string, adopt: Adoption): Promise<AdoptedRun | null> {
+    const session = this.#holder(ref, fence)
+    return session ? memoryRounds.adopt(session, adopt, this.#now()) : null
+  }
+
+  async parkRun(ref: SessionRef, fence: string): Promise<boolean> {
+    const active = this.#holder(ref, fence)?.active
+    if (active) active.leaseExpiresAt = this.#now()
+    return Boolean(active)
+  }
+
+  /** No sweeper reads leases here. */
+  async deferLease(): Promise<void> {}
+
   async listPending(ref: SessionRef): Promise<PendingCall[]> {
-    return [...(this.#live(ref)?.pending.values() ?? [])].map(({ runId: _runId, ...call }) => structuredClone(call))
+    return memoryRounds.pending(this.#live(ref))
   }
 
   /** One instance: nobody else can hold a lease here. */

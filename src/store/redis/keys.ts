@@ -8,7 +8,7 @@ import type { SessionRef } from '../types.ts'
  * tailing the old ones reads.
  */
 export interface SessionKeys {
-  /** HASH: owner, gen, createdAt, updatedAt; the active run (runId, run, runStart, leaseExpiresAt); `r:<request id>`. */
+  /** HASH: owner, gen, createdAt, updatedAt; the active run (runId: its fence, run, runStart, leaseExpiresAt); `r:<request id>`. */
   meta: string
   /** LIST of JSON history messages, oldest first. */
   messages: string
@@ -22,6 +22,11 @@ export interface SessionKeys {
   events: string
   /** LIST of JSON queued runs (on_busy enqueue / interrupt), first in line first. */
   queue: string
+  /**
+   * (1.1) HASH: the tool round the active run waits in (redis/waiting-round.ts): `round` (its
+   * snapshot), `c:<call id>` (each call's state), `p:<call id>` (the pending call as announced).
+   */
+  round: string
 }
 
 function base(prefix: string, owner: string, id: string): string {
@@ -42,12 +47,13 @@ export function sessionKeys(prefix: string, ref: SessionRef): SessionKeys {
     seq: `${meta}:${ref.gen}:seq`,
     events: `${meta}:${ref.gen}:ev`,
     queue: `${meta}:q`,
+    round: `${meta}:p`,
   }
 }
 
 /** The order every session script receives its KEYS in (see scripts.ts). */
 export function allKeys(keys: SessionKeys): string[] {
-  return [keys.meta, keys.messages, keys.requests, keys.watchers, keys.seq, keys.events, keys.queue]
+  return [keys.meta, keys.messages, keys.requests, keys.watchers, keys.seq, keys.events, keys.queue, keys.round]
 }
 
 /** ZSET session id → when a run last started or ended (ms): a user's sessions (the list, MAX_SESSIONS_PER_USER). */

@@ -29,7 +29,8 @@ export class LuaScript {
 // `append` gives the event the next seq and stores the frame with the seq spliced in: the exact
 // bytes every reader replays (see frameTemplate). Integers below 2^53 print without exponent.
 // Session scripts get KEYS in keys.ts allKeys order: meta, messages, requests, watchers, seq,
-// events; `holds` is the fence: the session is still this generation and this run is its active one.
+// events, queue, round; `holds` is the fence: the session is still this generation and this
+// run (its fence token, `runId` in meta) is its active one.
 const PRELUDE = `
 local function now_ms()
   local t = redis.call('TIME')
@@ -64,6 +65,7 @@ local function push_messages(first, max)
 end
 local function end_run()
   redis.call('HDEL', KEYS[1], 'runId', 'run', 'runStart', 'leaseExpiresAt')
+  redis.call('DEL', KEYS[8])
 end
 local function remember(request, run_id, start, kept)
   if request == '' then return end
@@ -126,18 +128,18 @@ return 1
 `)
 
 /**
- * KEYS: meta, messages, requests, watchers. ARGV: ttl, owner, new gen → { gen, createdAt,
- * updatedAt, run, runStart, lease, messages }. A new generation starts with nothing of an old one.
+ * KEYS: meta, messages, requests, watchers, round. ARGV: ttl, owner, new gen → { gen, createdAt,
+ * updatedAt, run, runStart, lease, messages, title, fence }. A new generation starts with nothing of an old one.
  */
 export const openSession = new LuaScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local now = now_ms()
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
   redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'gen', ARGV[3], 'createdAt', now, 'updatedAt', now)
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
-local meta = redis.call('HMGET', KEYS[1], 'gen', 'createdAt', 'updatedAt', 'run', 'runStart', 'leaseExpiresAt', 'title')
-return {meta[1], meta[2], meta[3], meta[4] or '', meta[5] or '', meta[6] or '', redis.call('LRANGE', KEYS[2], 0, -1), meta[7] or ''}
+local meta = redis.call('HMGET', KEYS[1], 'gen', 'createdAt', 'updatedAt', 'run', 'runStart', 'leaseExpiresAt', 'title', 'runId')
+return {meta[1], meta[2], meta[3], meta[4] or '', meta[5] or '', meta[6] or '', redis.call('LRANGE', KEYS[2], 0, -1), meta[7] or '', meta[8] or ''}
 `)
 
 /** ARGV: ttl, gen → 1 when the session (this generation) exists; its expiry is pushed out. */
@@ -158,7 +160,7 @@ return redis.call('PTTL', KEYS[1])
  * ''), maxMessages, title }), instance id, lease ms, request ids kept, on busy, max queued, queued
  * frame head, queued frame tail ('' for none), max events → {'started', start seq, history,
  * user message, run id, request id, reasoning} | {'queued', position, start seq} |
- * {'duplicate', run id, start seq} | {'busy', run JSON, run start, lease expiry} | {'gone'} | {'no_message'}.
+ * {'duplicate', run id, start seq} | {'busy', run JSON, run start, lease expiry, fence} | {'gone'} | {'no_message'}.
  */
 export const beginRun = new LuaScript(`
 if not is_gen(ARGV[2]) then return {'gone'} end
@@ -171,11 +173,11 @@ if run.requestId ~= '' then
     return {'duplicate', string.sub(seen, 1, space - 1), string.sub(seen, space + 1)}
   end
 end
-local active = redis.call('HMGET', KEYS[1], 'run', 'runStart', 'leaseExpiresAt')
+local active = redis.call('HMGET', KEYS[1], 'run', 'runStart', 'leaseExpiresAt', 'runId')
 if active[1] then
   local on_busy = ARGV[7]
   if (on_busy ~= 'enqueue' and on_busy ~= 'interrupt') or redis.call('LLEN', KEYS[7]) >= tonumber(ARGV[8]) then
-    return {'busy', active[1], active[2], active[3]}
+    return {'busy', active[1], active[2], active[3], active[4]}
   end
   if not place(cjson.decode(run.input), redis.call('LRANGE', KEYS[2], 0, -1)) then return {'no_message'} end
   local position = 1
@@ -195,9 +197,13 @@ touch(ARGV[1])
 return started
 `)
 
-/** ARGV: ttl, gen, run id, max events, frame head, frame tail → the new seq, or 0 when fenced. */
+/**
+ * ARGV: ttl, gen, fence, max events, frame head, frame tail[, call id, call state JSON: the
+ * call of the recorded round the event settles] → the new seq, or 0 when fenced.
+ */
 export const appendEvent = new LuaScript(`
 if not holds(ARGV[2], ARGV[3]) then return 0 end
+if ARGV[7] then redis.call('HSET', KEYS[8], 'c:' .. ARGV[7], ARGV[8]) end
 return append(ARGV[4], ARGV[5], ARGV[6], ARGV[1])
 `)
 
@@ -211,7 +217,7 @@ return expires
 `)
 
 /** What finishRun answers when it appends nothing. */
-export const FinishRefused = { notActive: 0, leaseAlive: -1, seqMoved: -2 } as const
+export const FinishRefused = { notActive: 0, leaseAlive: -1, seqMoved: -2, waiting: -3 } as const
 
 /**
  * Logs the run's final event, stores its messages and ends the run in one step, then starts the
@@ -224,6 +230,8 @@ export const finishRun = new LuaScript(`
 if not holds(ARGV[2], ARGV[3]) then return {${FinishRefused.notActive}} end
 local now = now_ms()
 if ARGV[7] == '1' and tonumber(redis.call('HGET', KEYS[1], 'leaseExpiresAt')) > now then return {${FinishRefused.leaseAlive}} end
+-- A run waiting in a recorded round is adopted, not interrupted (waiting-round.ts).
+if ARGV[7] == '1' and redis.call('EXISTS', KEYS[8]) == 1 then return {${FinishRefused.waiting}} end
 if ARGV[8] ~= '' and tonumber(redis.call('GET', KEYS[5]) or '0') ~= tonumber(ARGV[8]) then return {${FinishRefused.seqMoved}} end
 local seq = append(ARGV[4], ARGV[5], ARGV[6], ARGV[1])
 push_messages(13, tonumber(ARGV[9]))
@@ -265,7 +273,7 @@ local last = redis.call('GET', KEYS[5]) or '0'
 redis.call('XADD', KEYS[6], last .. '-1', 'end', 'deleted')
 doorbell()
 redis.call('PEXPIRE', KEYS[6], 60000)
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7], KEYS[8])
 return 1
 `)
 

@@ -10,15 +10,16 @@ import type {
   HistoryMessage,
   LoggedEvent,
   OpenResult,
-  PendingEntry,
   SessionPage,
   SessionRecord,
   SessionRef,
   SessionStore,
+  Settles,
   StartedRun,
 } from '../types.ts'
+import { waitingCalls, type Adoption, type AdoptedRun, type CallState, type Claim, type StoredAnswer, type WaitingRound } from '../waiting-round.ts'
 import { listSessions, pruneExpired } from './session-list.ts'
-import { addPendingCall, claimPendingCall, listPendingCalls, pendingKey } from './pending.ts'
+import { RedisWaitingRounds } from './waiting-round.ts'
 import type { ClientTool, PendingCall } from '../../protocol/index.ts'
 import type { RedisLog, SharedRedis } from './connections.ts'
 import { frameTemplate, frameWithSeq } from './frame-template.ts'
@@ -40,9 +41,9 @@ export interface RedisSessionStoreOptions {
   log: RedisLog
 }
 
-/** What the `run` hash field holds: the ActiveRun without its start seq and lease. */
-type StoredRun = Omit<ActiveRun, 'leaseExpiresAt' | 'startAfterSeq'>
-type OpenReply = [gen: string, createdAt: string, updatedAt: string, run: string, runStart: string, lease: string, messages: string[], title: string]
+/** What the `run` hash field holds: the ActiveRun without its fence (the `runId` field), start seq and lease. */
+type StoredRun = Omit<ActiveRun, 'fence' | 'leaseExpiresAt' | 'startAfterSeq'>
+type OpenReply = [gen: string, createdAt: string, updatedAt: string, run: string, runStart: string, lease: string, messages: string[], title: string, fence: string]
 
 /**
  * Sessions in Redis: a hash (owner, generation, timestamps, active run, idempotency keys), a
@@ -56,6 +57,7 @@ export class RedisSessionStore implements SessionStore {
   readonly #ttlMs: number
   readonly #maxEvents: number
   readonly #watcherTtlMs: number
+  readonly #rounds: RedisWaitingRounds
   #closed = false
 
   constructor(options: RedisSessionStoreOptions) {
@@ -64,6 +66,7 @@ export class RedisSessionStore implements SessionStore {
     this.#ttlMs = options.ttlSeconds * 1000
     this.#maxEvents = options.maxEvents
     this.#watcherTtlMs = options.watcherTtlMs
+    this.#rounds = new RedisWaitingRounds((script, ref, args) => this.#run(script, ref, args), this.#ttlMs)
   }
 
   get #redis() {
@@ -78,12 +81,12 @@ export class RedisSessionStore implements SessionStore {
     const meta = metaKey(this.#prefix, owner, id)
     const [[, fields], [, messages]] = (await this.#redis
       .multi()
-      .hmget(meta, 'gen', 'createdAt', 'updatedAt', 'run', 'runStart', 'leaseExpiresAt', 'title')
+      .hmget(meta, 'gen', 'createdAt', 'updatedAt', 'run', 'runStart', 'leaseExpiresAt', 'title', 'runId')
       .lrange(`${meta}:m`, 0, -1)
       .exec()) as [[null, Array<string | null>], [null, string[]]]
-    const [gen, createdAt, updatedAt, run, runStart, lease, title] = fields
+    const [gen, createdAt, updatedAt, run, runStart, lease, title, fence] = fields
     if (gen == null || createdAt == null || updatedAt == null) return null
-    return record(owner, id, [gen, createdAt, updatedAt, run ?? '', runStart ?? '', lease ?? '', messages, title ?? ''])
+    return record(owner, id, [gen, createdAt, updatedAt, run ?? '', runStart ?? '', lease ?? '', messages, title ?? '', fence ?? ''])
   }
 
   async open(owner: string, id: string, maxSessions: number): Promise<OpenResult> {
@@ -93,7 +96,7 @@ export class RedisSessionStore implements SessionStore {
     // At the cap: forget listed sessions that expired meanwhile, then ask once more.
     if ((await admit()) !== 1 && ((await pruneExpired(this.#redis, this.#prefix, owner)) === 0 || (await admit()) !== 1)) return { kind: 'too_many' }
     const keys = sessionKeys(this.#prefix, { owner, id, gen: '' })
-    const reply = (await scripts.openSession.run(this.#redis, [keys.meta, keys.messages, keys.requests, keys.watchers], [this.#ttlMs, owner, randomUUID().slice(0, 8)])) as OpenReply
+    const reply = (await scripts.openSession.run(this.#redis, [keys.meta, keys.messages, keys.requests, keys.watchers, keys.round], [this.#ttlMs, owner, randomUUID().slice(0, 8)])) as OpenReply
     return { kind: 'open', session: record(owner, id, reply) }
   }
 
@@ -108,7 +111,7 @@ export class RedisSessionStore implements SessionStore {
 
   async delete(ref: SessionRef): Promise<boolean> {
     const deleted = (await this.#run(scripts.deleteSession, ref, [ref.gen])) === 1
-    if (deleted) await Promise.all([this.#redis.zrem(userSessionsKey(this.#prefix, ref.owner), ref.id), this.#redis.del(pendingKey(this.#prefix, ref))])
+    if (deleted) await this.#redis.zrem(userSessionsKey(this.#prefix, ref.owner), ref.id)
     return deleted
   }
 
@@ -135,7 +138,7 @@ export class RedisSessionStore implements SessionStore {
       case 'duplicate':
         return { kind, runId: first, startAfterSeq: Number(second) }
       case 'busy':
-        return { kind, active: activeRun(first, second, third) }
+        return { kind, active: activeRun(first, second, third, reply[4] as string) }
       case 'queued':
         return { kind, runId: run.runId, position: Number(first), startAfterSeq: Number(second) }
     }
@@ -163,19 +166,20 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async activeRun(ref: SessionRef): Promise<ActiveRun | null> {
-    const [gen, run, runStart, lease] = await this.#redis.hmget(sessionKeys(this.#prefix, ref).meta, 'gen', 'run', 'runStart', 'leaseExpiresAt')
-    return gen !== ref.gen || run == null || runStart == null || lease == null ? null : activeRun(run, runStart, lease)
+    const [gen, run, runStart, lease, fence] = await this.#redis.hmget(sessionKeys(this.#prefix, ref).meta, 'gen', 'run', 'runStart', 'leaseExpiresAt', 'runId')
+    return gen !== ref.gen || run == null || runStart == null || lease == null || fence == null ? null : activeRun(run, runStart, lease, fence)
   }
 
-  async append(ref: SessionRef, runId: string, event: UnsequencedRunEvent): Promise<LoggedEvent | null> {
+  async append(ref: SessionRef, fence: string, event: UnsequencedRunEvent, settles?: Settles): Promise<LoggedEvent | null> {
     const template = frameTemplate(event)
-    const seq = Number(await this.#run(scripts.appendEvent, ref, [this.#ttlMs, ref.gen, runId, this.#maxEvents, template.head, template.tail]))
+    const settled = settles ? [settles.callId, JSON.stringify(settles.state)] : []
+    const seq = Number(await this.#run(scripts.appendEvent, ref, [this.#ttlMs, ref.gen, fence, this.#maxEvents, template.head, template.tail, ...settled]))
     return seq > 0 ? { seq, frame: frameWithSeq(template, seq) } : null
   }
 
-  async renewLease(ref: SessionRef, runId: string, leaseMs: number): Promise<boolean> {
-    const expires = Number(await this.#run(scripts.renewLease, ref, [this.#ttlMs, ref.gen, runId, leaseMs]))
-    if (expires > 0) await this.#redis.zadd(leasesKey(this.#prefix), 'XX', expires, leaseMember(ref, runId))
+  async renewLease(ref: SessionRef, fence: string, leaseMs: number): Promise<boolean> {
+    const expires = Number(await this.#run(scripts.renewLease, ref, [this.#ttlMs, ref.gen, fence, leaseMs]))
+    if (expires > 0) await this.#redis.zadd(leasesKey(this.#prefix), 'XX', expires, leaseMember(ref, fence))
     return expires > 0
   }
 
@@ -200,22 +204,59 @@ export class RedisSessionStore implements SessionStore {
     await Promise.all([
       this.#redis.zrem(leasesKey(this.#prefix), leaseMember(ref, finish.runId)),
       this.#redis.zadd(userSessionsKey(this.#prefix, ref.owner), 'XX', Date.now(), ref.id),
-      // Its waiting calls end with it (nothing can answer them any more).
-      this.#redis.del(pendingKey(this.#prefix, ref)),
     ])
     return { event: { seq, frame: frameWithSeq(template, seq) }, next: next ? await this.#started(ref, next, finish.leaseMs) : null }
   }
 
-  async addPending(ref: SessionRef, runId: string, call: PendingCall): Promise<boolean> {
-    return addPendingCall(this.#redis, this.#prefix, ref, runId, call, this.#ttlMs)
+  async addPending(ref: SessionRef, fence: string, round: WaitingRound, callId: string): Promise<boolean> {
+    return this.#rounds.add(ref, fence, round, callId)
   }
 
-  async claimPending(ref: SessionRef, callId: string, kind: PendingCall['kind']): Promise<PendingEntry | null> {
-    return claimPendingCall(this.#redis, this.#prefix, ref, callId, kind)
+  async claimPending(ref: SessionRef, callId: string, answer: StoredAnswer, adopt?: Adoption): Promise<Claim | null> {
+    const claim = await this.#rounds.claim(ref, callId, answer, adopt)
+    if (claim?.adopted) await this.#leaseMoved(ref, claim.adopted.active)
+    return claim
+  }
+
+  async callState(ref: SessionRef, callId: string): Promise<CallState | null> {
+    return (await this.#rounds.read(ref))?.calls[callId] ?? null
+  }
+
+  async waitingRound(ref: SessionRef): Promise<WaitingRound | null> {
+    return this.#rounds.read(ref)
+  }
+
+  async endRound(ref: SessionRef, fence: string): Promise<boolean> {
+    return this.#rounds.end(ref, fence)
+  }
+
+  async adoptRun(ref: SessionRef, fence: string, adopt: Adoption): Promise<AdoptedRun | null> {
+    const adopted = await this.#rounds.adopt(ref, fence, adopt)
+    if (adopted) await this.#leaseMoved(ref, adopted.active, fence)
+    return adopted
+  }
+
+  async parkRun(ref: SessionRef, fence: string): Promise<boolean> {
+    const parked = await this.#rounds.park(ref, fence)
+    if (parked) await this.deferLease(ref, fence, Date.now())
+    return parked
+  }
+
+  async deferLease(ref: SessionRef, fence: string, until: number): Promise<void> {
+    await this.#redis.zadd(leasesKey(this.#prefix), 'XX', until, leaseMember(ref, fence))
+  }
+
+  /** The lease index follows an adopted run to its new fence. */
+  async #leaseMoved(ref: SessionRef, active: ActiveRun, oldFence?: string): Promise<void> {
+    const leases = leasesKey(this.#prefix)
+    await this.#redis.zadd(leases, active.leaseExpiresAt, leaseMember(ref, active.fence))
+    // The old member names the old fence; an answer's claim does not know it, the sweep drops it.
+    if (oldFence !== undefined) await this.#redis.zrem(leases, leaseMember(ref, oldFence))
   }
 
   async listPending(ref: SessionRef): Promise<PendingCall[]> {
-    return listPendingCalls(this.#redis, this.#prefix, ref)
+    const round = await this.#rounds.read(ref)
+    return round ? waitingCalls(round) : []
   }
 
   async clearQueue(ref: SessionRef): Promise<number> {
@@ -228,7 +269,7 @@ export class RedisSessionStore implements SessionStore {
 
   async releaseRun(ref: SessionRef, runId: string): Promise<boolean> {
     const released = (await this.#run(scripts.releaseRun, ref, [ref.gen, runId])) === 1
-    await Promise.all([this.#redis.zrem(leasesKey(this.#prefix), leaseMember(ref, runId)), this.#redis.del(pendingKey(this.#prefix, ref))])
+    await this.#redis.zrem(leasesKey(this.#prefix), leaseMember(ref, runId))
     return released
   }
 
@@ -236,9 +277,9 @@ export class RedisSessionStore implements SessionStore {
     const members = (await scripts.expiredLeases.run(this.#redis, [leasesKey(this.#prefix)], [limit])) as string[]
     const expired: ExpiredLease[] = []
     for (const member of members) {
-      const [owner, id, gen, runId] = JSON.parse(member) as [string, string, string, string]
-      // Runs that ended without their entry removed (a crash between the two steps) go here.
-      if ((await this.activeRun({ owner, id, gen }))?.runId === runId) expired.push({ ref: { owner, id, gen }, runId })
+      const [owner, id, gen, fence] = JSON.parse(member) as [string, string, string, string]
+      // Runs that ended (or moved to a new fence) without their entry removed go here.
+      if ((await this.activeRun({ owner, id, gen }))?.fence === fence) expired.push({ ref: { owner, id, gen }, fence })
       else await this.#redis.zrem(leasesKey(this.#prefix), member)
     }
     return expired
@@ -284,15 +325,15 @@ function queuedRun(run: BeginRun): string {
   })
 }
 
-function leaseMember(ref: SessionRef, runId: string): string {
-  return JSON.stringify([ref.owner, ref.id, ref.gen, runId])
+function leaseMember(ref: SessionRef, fence: string): string {
+  return JSON.stringify([ref.owner, ref.id, ref.gen, fence])
 }
 
 function parseMessage(message: string): HistoryMessage {
   return JSON.parse(message) as HistoryMessage
 }
 
-function record(owner: string, id: string, [gen, createdAt, updatedAt, run, runStart, lease, messages, title]: OpenReply): SessionRecord {
+function record(owner: string, id: string, [gen, createdAt, updatedAt, run, runStart, lease, messages, title, fence]: OpenReply): SessionRecord {
   return {
     owner,
     id,
@@ -301,10 +342,10 @@ function record(owner: string, id: string, [gen, createdAt, updatedAt, run, runS
     messages: messages.map(parseMessage),
     createdAt: Number(createdAt),
     updatedAt: Number(updatedAt),
-    active: run && runStart && lease ? activeRun(run, runStart, lease) : null,
+    active: run && runStart && lease ? activeRun(run, runStart, lease, fence) : null,
   }
 }
 
-function activeRun(run: string, runStart: string, leaseExpiresAt: string): ActiveRun {
-  return { ...(JSON.parse(run) as StoredRun), startAfterSeq: Number(runStart), leaseExpiresAt: Number(leaseExpiresAt) }
+function activeRun(run: string, runStart: string, leaseExpiresAt: string, fence: string): ActiveRun {
+  return { ...(JSON.parse(run) as StoredRun), fence, startAfterSeq: Number(runStart), leaseExpiresAt: Number(leaseExpiresAt) }
 }
