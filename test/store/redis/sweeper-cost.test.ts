@@ -15,7 +15,11 @@ import { bearer, connect, type TestClient } from '../../helpers/ws-client.ts'
 
 const K = 30
 const WINDOW_MS = 3000
-/** Windows per measurement; the quietest counts, so a periodic refresh (every 10 s) falling in one does not. */
+/**
+ * Windows per measurement; the median counts, so that a periodic task (a 10 s refresh) falling
+ * in one window, or missing from one, does not. (The quietest window on each side was compared
+ * before: one window of the single session that missed a periodic task then made 15 against 9.)
+ */
 const WINDOWS = 3
 
 /** Commands Redis has executed so far, the probe's own INFO excluded. */
@@ -26,7 +30,7 @@ async function commandsExecuted(probe: Redis): Promise<number> {
   return total
 }
 
-/** The fewest commands Redis executed in one idle window. */
+/** The commands Redis executed in each idle window. */
 async function idleLoad(probe: Redis): Promise<number[]> {
   const counts: number[] = []
   for (let i = 0; i < WINDOWS; i++) {
@@ -35,6 +39,10 @@ async function idleLoad(probe: Redis): Promise<number[]> {
     counts.push((await commandsExecuted(probe)) - before)
   }
   return counts
+}
+
+function median(counts: number[]): number {
+  return [...counts].sort((a, b) => a - b)[Math.floor(counts.length / 2)] as number
 }
 
 async function chatIn(client: TestClient, sessionId: string): Promise<void> {
@@ -59,8 +67,8 @@ t.test('the lease sweeper does one Redis read per watched session per second', a
   const many = await idleLoad(probe)
 
   // The baseline counts as at least one command a second, so a near-silent instance is not held to 0.
-  const baseline = Math.max(WINDOW_MS / 1000, Math.min(...one))
-  const ratio = Math.min(...many) / baseline
+  const baseline = Math.max(WINDOW_MS / 1000, median(one))
+  const ratio = median(many) / baseline
   t.comment(`commands per ${WINDOW_MS} ms idle window: watching 1 session ${one.join(', ')}; watching ${K}: ${many.join(', ')}`)
   t.ok(ratio <= 1.5, `idle Redis load does not grow with the sessions watched (ratio ${ratio.toFixed(2)}, at most 1.5)`)
   t.ok(client.socket.readyState === client.socket.OPEN, 'the connection stayed open throughout')
