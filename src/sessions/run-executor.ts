@@ -80,6 +80,9 @@ interface LocalRun extends RunStart {
 /** Text held for a backed-up watcher before the run stops pulling from the model. */
 const MERGE_LIMIT_CHARS = 64 * 1024
 
+/** How long a drain waits for the final events of its runs to reach their local sockets. */
+const DELIVERY_WAIT_MS = 2000
+
 /**
  * Executes this instance's runs: the only writer of a run's events, lease and final frames.
  * Every write is fenced in the store by (generation, run id), so a run that lost its session
@@ -90,6 +93,8 @@ export class RunExecutor {
   readonly #runs = new Map<string, LocalRun>()
   /** Draining: runs that only wait on a person are let go (parked) for another instance. */
   #draining = false
+  /** The final events of the runs that ended during the drain: delivered before the sockets close. */
+  readonly #drainEnds: Array<{ ref: SessionRef; seq: number }> = []
 
   constructor(options: RunExecutorOptions) {
     this.#options = options
@@ -189,6 +194,8 @@ export class RunExecutor {
       for (const run of this.#runs.values()) run.controller.abort(new RunAborted('shutdown'))
       await all()
     }
+    // Logged is not delivered: a lagging tail still hands the final events over before the close.
+    await Promise.all(this.#drainEnds.map(({ ref, seq }) => this.#options.subscriptions.delivered(ref, seq, DELIVERY_WAIT_MS)))
   }
 
   /** While draining: parks the run when all it does is wait on the client. */
@@ -364,6 +371,7 @@ export class RunExecutor {
       maxMessages: config.historyMaxMessages,
     })
     if (!finished) throw new Fenced()
+    if (this.#draining) this.#drainEnds.push({ ref: run.ref, seq: finished.event.seq })
     this.startNext(run.ref, finished.next)
     return finish
   }

@@ -33,6 +33,10 @@ export class Subscription {
   readonly #owner: SubscriptionOwner
   #tail: LogSubscription | undefined
   #closed = false
+  /** The seq of the last event handed to the socket. */
+  #deliveredSeq = 0
+  /** Resolved when that reaches their seq, or at close. */
+  readonly #deliveryWaits = new Set<{ seq: number; resolve: () => void }>()
   /** Settles once the store counts this watcher (or failed to): release comes after it. */
   counted: Promise<void> = Promise.resolve()
 
@@ -56,10 +60,20 @@ export class Subscription {
     else this.#tail = tail
   }
 
+  /** Resolves once the event of `seq` was handed to the socket, or the subscription closed. */
+  whenDelivered(seq: number): Promise<void> {
+    if (this.#closed || this.#deliveredSeq >= seq) return Promise.resolve()
+    const { promise, resolve } = Promise.withResolvers<void>()
+    this.#deliveryWaits.add({ seq, resolve })
+    return promise
+  }
+
   /** A logged frame for the socket; the tail waits while the socket is backed up. */
   event(event: LoggedEvent): void {
     if (this.#closed) return
     this.watcher.deliver(event.frame)
+    this.#deliveredSeq = event.seq
+    for (const wait of this.#deliveryWaits) if (wait.seq <= event.seq) this.#settle(wait)
     this.#owner.seen(this, event)
     if (this.watcher.writable || !this.#tail) return
     const tail = this.#tail
@@ -87,9 +101,15 @@ export class Subscription {
     this.close()
   }
 
+  #settle(wait: { resolve: () => void }): void {
+    this.#deliveryWaits.delete(wait as { seq: number; resolve: () => void })
+    wait.resolve()
+  }
+
   close(): void {
     if (this.#closed) return
     this.#closed = true
+    for (const wait of this.#deliveryWaits) this.#settle(wait)
     this.#tail?.close()
     this.watcher.watching.delete(this)
     this.#owner.released(this, this.counted)

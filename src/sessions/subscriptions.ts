@@ -91,6 +91,14 @@ export class Subscriptions implements SubscriptionOwner {
     return true
   }
 
+  /** Resolves once every local watcher of the session was handed the event of `seq` (or left), or after `timeoutMs`. */
+  async delivered(ref: SessionRef, seq: number, timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))
+    await Promise.race([Promise.all([...this.of(ref)].map((subscription) => subscription.whenDelivered(seq))), timeout])
+    clearTimeout(timer)
+  }
+
   /** Resolves once every local watcher of the session can take more (end-to-end backpressure). */
   async whenWritable(ref: SessionRef): Promise<void> {
     for (const subscription of this.of(ref)) {

@@ -66,3 +66,20 @@ t.test('end() says why once, then the subscription is closed', async (t) => {
   t.ok(subscription.closed)
   t.equal(hub.releases, 1)
 })
+
+t.test('whenDelivered: at once for what was handed over, later for what comes, and at close for what never will', async (t) => {
+  const subscription = new Subscription(ref, watcher(), owner())
+  const second = subscription.whenDelivered(2)
+  let secondDone = false
+  void second.then(() => (secondDone = true))
+  subscription.event(event)
+  await subscription.whenDelivered(1)
+  t.equal(secondDone, false, 'seq 2 not yet')
+  subscription.event({ seq: 2, frame: '{"type":"complete"}' })
+  await second
+  const never = subscription.whenDelivered(9)
+  subscription.close()
+  await never
+  await subscription.whenDelivered(10)
+  t.pass('a closed subscription waits for nothing')
+})
