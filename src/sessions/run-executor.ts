@@ -12,6 +12,7 @@ import type { Subscriptions } from './subscriptions.ts'
 import { RunAborted, type AbortCause } from './watcher.ts'
 import { Fenced } from './fenced.ts'
 import { ToolGate } from './tool-gate.ts'
+import { TokenMerger } from './token-merger.ts'
 import { modelMessages } from './model-messages.ts'
 import { adoption, resumedProgress, snapshotOf, startOf } from './adoption.ts'
 
@@ -72,13 +73,10 @@ interface LocalRun extends RunStart {
   tracker?: RunTracker | undefined
   /** Its calls that wait on the client. */
   gate?: ToolGate
-  /** Text deltas held while a watcher is backed up: logged as one token when it drains (§6). */
-  merging?: { text: string; logged: Promise<void> }
+  /** Its text deltas on their way to the log, merged when they are ready together (§3, §6). */
+  tokens?: TokenMerger
 }
 
-
-/** Text held for a backed-up watcher before the run stops pulling from the model. */
-const MERGE_LIMIT_CHARS = 64 * 1024
 
 /** How long a drain waits for the final events of its runs to reach their local sockets. */
 const DELIVERY_WAIT_MS = 2000
@@ -248,7 +246,7 @@ export class RunExecutor {
 
   /** Logs one event of the run (after any text it holds), then waits until its local watchers can take more. */
   async #append(run: LocalRun, event: UnsequencedRunEvent, settles?: Settles): Promise<void> {
-    if (run.merging) await run.merging.logged
+    await run.tokens?.flushed()
     await this.#log(run, event, settles)
     await this.#options.subscriptions.whenWritable(run.ref)
   }
@@ -257,28 +255,6 @@ export class RunExecutor {
   async #log(run: LocalRun, event: UnsequencedRunEvent, settles = run.gate?.settles(event)): Promise<void> {
     if (!(await this.#options.backend.sessions.append(run.ref, run.fence, event, settles))) throw new Fenced()
     if (settles) void this.#parkIfWaiting(run)
-  }
-
-  /**
-   * A text delta. While a local watcher is backed up, consecutive deltas are merged into one
-   * `token` event, logged when it drains (protocol.md §6): nothing is lost, a slow reader gets
-   * fewer, larger frames, and the run stops pulling once it holds MERGE_LIMIT_CHARS.
-   */
-  async #token(run: LocalRun, text: string): Promise<void> {
-    // A token does not wait for its socket to drain: the next ones are merged meanwhile.
-    if (!run.merging && this.#options.subscriptions.writable(run.ref)) return this.#log(run, runEvent(run.ref.id, run.runId, { type: 'token', text }))
-    if (run.merging) run.merging.text += text
-    else {
-      const merging = { text, logged: Promise.resolve() }
-      run.merging = merging
-      merging.logged = this.#options.subscriptions.whenWritable(run.ref).then(() => {
-        run.merging = undefined
-        return this.#log(run, runEvent(run.ref.id, run.runId, { type: 'token', text: merging.text }))
-      })
-      // Awaited by the next event or the finish; a failure there is the run's.
-      merging.logged.catch(() => {})
-    }
-    if (run.merging.text.length >= MERGE_LIMIT_CHARS) await run.merging.logged
   }
 
   async #execute(run: LocalRun): Promise<void> {
@@ -297,6 +273,12 @@ export class RunExecutor {
     }, config.leaseMs / 3)
     lease.unref()
     const progress = run.adopted ? resumedProgress(run.adopted.round) : createProgress()
+    const tokens = new TokenMerger({
+      log: (text) => this.#log(run, runEvent(ref.id, runId, { type: 'token', text })),
+      writable: () => this.#options.subscriptions.writable(ref),
+      whenWritable: () => this.#options.subscriptions.whenWritable(ref),
+    })
+    run.tokens = tokens
     const clientTools = run.clientTools ?? []
     run.gate = new ToolGate(
       {
@@ -340,7 +322,7 @@ export class RunExecutor {
             run.tracker?.event(event.type)
             // Reasoning is relayed only to a chat that asked for it (protocol.md §2).
             if (event.type === 'reasoning' && !run.reasoning) return Promise.resolve()
-            if (event.type === 'token') return this.#token(run, event.text)
+            if (event.type === 'token') return tokens.push(event.text)
             return this.#append(run, runEvent(ref.id, runId, event))
           },
         },
@@ -361,7 +343,7 @@ export class RunExecutor {
   /** Logs `complete` with the run's messages, freeing the session, in one fenced step; starts the next queued run. */
   async #finish(run: LocalRun, progress: ReturnType<typeof createProgress>, finish: Finish): Promise<Finish> {
     const { backend, config } = this.#options
-    if (run.merging) await run.merging.logged
+    await run.tokens?.flushed()
     const finished = await backend.sessions.finishRun(run.ref, {
       runId: run.fence,
       instanceId: config.instanceId,

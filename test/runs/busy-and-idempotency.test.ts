@@ -70,7 +70,8 @@ t.test('a chat id already seen: no new upstream request; the sender is attached 
 })
 
 t.test('a chat id whose events are no longer held: history_gone', async (t) => {
-  const { up, client } = await startWithUpstream(t, () => ({ steps: textSteps('a b c d e f') }), { RESUME_BUFFER_EVENTS: 3 })
+  // Paced: six events of their own, more than the log holds (ready together, they would be one token).
+  const { up, client } = await startWithUpstream(t, () => ({ steps: textSteps('a b c d e f', { delayMs: 20 }) }), { RESUME_BUFFER_EVENTS: 3 })
   const alice = await client()
   alice.send({ type: 'chat', content: 'hi', session_id: 'gone', id: 'old' })
   await alice.untilComplete()

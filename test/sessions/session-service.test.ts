@@ -1120,3 +1120,21 @@ t.test('merged text is logged before the next event and before the complete', as
     t.equal(frames.filter((frame) => frame.type === 'token').map((frame) => frame.content).join(''), complete.content)
   }
 })
+
+t.test('a token the store failed to take once: the run still logs its error and complete, once the store is back', async (t) => {
+  const { service, backend } = core(t, slowModel(3, 1).model)
+  const append = backend.sessions.append.bind(backend.sessions)
+  let failed = false
+  backend.sessions.append = async (ref, fence, event, settles) => {
+    if (event.type === 'token' && !failed) {
+      failed = true
+      throw new Error('store blip')
+    }
+    return append(ref, fence, event, settles)
+  }
+  const alice = new FakeWatcher()
+  await service.chat(alice, chat('s'))
+  await alice.complete()
+  t.match(alice.frames.at(-2), { type: 'error', metadata: { code: 'internal' } })
+  t.match(alice.frames.at(-1), { type: 'complete', metadata: { finish_reason: 'error' } })
+})
