@@ -7,23 +7,30 @@ import type { RedisClient } from './connections.ts'
  * @see https://redis.io/docs/latest/develop/interact/programmability/eval-intro/
  */
 export class LuaScript {
-  readonly #lua: string
-  readonly #sha: string
+  /** On one Redis and on a cluster: only a cluster's tails need the doorbell. */
+  readonly #variants: Record<'standalone' | 'cluster', { lua: string; sha: string }>
 
   constructor(lua: string) {
-    this.#lua = PRELUDE + lua
-    this.#sha = createHash('sha1').update(this.#lua).digest('hex')
+    const variant = (doorbell: string) => {
+      const source = PRELUDE.replace(DOORBELL, doorbell) + lua
+      return { lua: source, sha: createHash('sha1').update(source).digest('hex') }
+    }
+    this.#variants = { standalone: variant(''), cluster: variant(RING) }
   }
 
   async run(redis: RedisClient, keys: readonly string[], args: ReadonlyArray<string | number>): Promise<unknown> {
+    const { lua, sha } = this.#variants[redis.isCluster ? 'cluster' : 'standalone']
     try {
-      return await redis.evalsha(this.#sha, keys.length, ...keys, ...args)
+      return await redis.evalsha(sha, keys.length, ...keys, ...args)
     } catch (err) {
       if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err
-      return redis.eval(this.#lua, keys.length, ...keys, ...args)
+      return redis.eval(lua, keys.length, ...keys, ...args)
     }
   }
 }
+
+const DOORBELL = '--[[doorbell]]'
+const RING = "redis.pcall('SPUBLISH', KEYS[6], '')"
 
 // Times come from Redis's clock, so leases and watcher expiries mean the same on every instance.
 // `append` gives the event the next seq and stores the frame with the seq spliced in: the exact
@@ -39,6 +46,9 @@ end
 local function touch(ttl_ms)
   for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ttl_ms) end
 end
+local function touch_if_half_gone(ttl_ms)
+  if redis.call('PTTL', KEYS[1]) < tonumber(ttl_ms) / 2 then touch(ttl_ms) end
+end
 local function is_gen(gen)
   return redis.call('HGET', KEYS[1], 'gen') == gen
 end
@@ -46,10 +56,11 @@ local function holds(gen, run_id)
   local meta = redis.call('HMGET', KEYS[1], 'gen', 'runId')
   return meta[1] == gen and meta[2] == run_id
 end
--- Rings the stream's shard channel (its own name, so its own slot): on a Redis Cluster the tails
--- read on that ring (cluster-tail.ts); XREAD cannot span slots. pcall: Redis < 7 has no SPUBLISH.
+-- On a Redis Cluster, rings the stream's shard channel (its own name, so its own slot): the tails
+-- read on that ring (cluster-tail.ts); XREAD cannot span slots. On one Redis it does nothing
+-- (the tails block in XREAD). pcall: Redis < 7 has no SPUBLISH.
 local function doorbell()
-  redis.pcall('SPUBLISH', KEYS[6], '')
+  --[[doorbell]]
 end
 local function append(max_len, head, tail, ttl_ms)
   local seq = redis.call('INCR', KEYS[5])
@@ -193,7 +204,13 @@ if active[1] then
 end
 local started = start_run(run, ARGV[4], ARGV[5], kept)
 if not started then return {'no_message'} end
-touch(ARGV[1])
+-- While the run is active, its lease renewals keep the session from expiring (renewLease), and
+-- its finish sets the full TTL again: at the start only a session near its end needs pushing
+-- out, and the keys the start may have created (history, seq, request ids) an expiry.
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[5], ARGV[1])
+if run.requestId ~= '' then redis.call('PEXPIRE', KEYS[3], ARGV[1]) end
+touch_if_half_gone(ARGV[1])
 return started
 `)
 
@@ -212,7 +229,9 @@ export const renewLease = new LuaScript(`
 if not holds(ARGV[2], ARGV[3]) then return 0 end
 local expires = now_ms() + tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 'leaseExpiresAt', expires)
-touch(ARGV[1])
+-- A session with a run does not expire: pushed out again once half its TTL has passed (one
+-- PTTL per renewal rather than a PEXPIRE of each of its keys).
+touch_if_half_gone(ARGV[1])
 return expires
 `)
 
