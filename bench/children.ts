@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ConfigSchema } from '../src/config.ts'
 import { ChildHandle } from './ipc.ts'
+import type { CycleArgs, CycleResult } from './cycles.ts'
 import type { CancelRecord, Counters, LoadGroup, OpenResult, Sample, Status } from './load-client.ts'
 import type { ServerStats } from './server-stats.ts'
 import { sumCounts } from './stats.ts'
@@ -47,10 +48,20 @@ export async function startUpstream(): Promise<UpstreamHandle> {
 
 export type ServerKind = 'project' | 'baseline'
 
+/** Where the project keeps its sessions: in memory (absent), or on a Redis under a key prefix of the run's own. */
+export interface StoreChoice {
+  url: string
+  /** A Redis Cluster: `url` is the seed node (REDIS_CLUSTER=true). */
+  cluster: boolean
+  prefix: string
+}
+
 export interface ServerOptions {
   provider: 'mock' | 'openai'
   upstreamURL: string
   logLevel: 'warn' | 'info'
+  /** The project's session store; the baseline has none. */
+  store?: StoreChoice
   /** When profiling: --cpu-prof profiles go to <profileDir>/<kind>/. */
   profileDir?: string
 }
@@ -70,9 +81,11 @@ export function serverEnv(kind: ServerKind, options: ServerOptions): NodeJS.Proc
     PORT: '0',
   }
   if (kind === 'baseline') return { ...cleanEnv(), ...common }
+  const store = options.store
   return {
     ...cleanEnv(),
     ...common,
+    ...(store ? { REDIS_URL: store.url, REDIS_KEY_PREFIX: store.prefix, ...(store.cluster ? { REDIS_CLUSTER: 'true' } : {}) } : {}),
     NODE_ENV: 'production',
     HOST: '127.0.0.1',
     LOG_LEVEL: options.logLevel,
@@ -132,17 +145,15 @@ export function share(total: number, parts: number, index: number): number {
   return Math.floor(total / parts) + (index < total % parts ? 1 : 0)
 }
 
+const SUMMED = ['tokenFrames', 'tokens', 'completes', 'cancelled', 'miscountedRuns', 'watchFrames', 'watchTokens', 'watchErrors'] as const
+
 export function mergeSamples(samples: readonly Sample[]): Sample {
-  const counters: Counters = { tokenFrames: 0, completes: 0, cancelled: 0, words: 0, framesInCompleted: 0, errors: {} }
+  const counters: Counters = { tokenFrames: 0, tokens: 0, completes: 0, cancelled: 0, miscountedRuns: 0, watchFrames: 0, watchTokens: 0, watchErrors: 0, errors: {} }
   const latenciesUs: number[] = []
   const cancels: CancelRecord[] = []
   let atNs = 0
   for (const sample of samples) {
-    counters.tokenFrames += sample.counters.tokenFrames
-    counters.completes += sample.counters.completes
-    counters.cancelled += sample.counters.cancelled
-    counters.words += sample.counters.words
-    counters.framesInCompleted += sample.counters.framesInCompleted
+    for (const key of SUMMED) counters[key] += sample.counters[key]
     latenciesUs.push(...sample.latenciesUs)
     cancels.push(...sample.cancels)
     atNs = Math.max(atNs, sample.atNs)
@@ -178,8 +189,11 @@ export class LoadPool {
     return Promise.all(this.#workers.map((worker, i) => worker.request<T>(cmd, args(i), timeoutMs)))
   }
 
-  /** Opens `total` authenticated connections, `inflight` handshakes at a time over all workers. */
-  async open(url: string, total: number, inflight: number, timeoutMs: number): Promise<OpenResult> {
+  /**
+   * Opens `total` authenticated connections, `inflight` handshakes at a time over all workers.
+   * `watch`: they watch the sessions of the first `total` connections opened before them.
+   */
+  async open(url: string, total: number, inflight: number, timeoutMs: number, options: { watch?: boolean } = {}): Promise<OpenResult> {
     const parts = this.#workers.length
     const results = await this.#all<OpenResult>(
       'open',
@@ -190,6 +204,7 @@ export class LoadPool {
         inflight: Math.max(1, share(inflight, parts, i)),
         localAddresses: this.#localAddresses,
         timeoutMs,
+        ...options,
       }),
       timeoutMs + 60_000,
     )
@@ -234,7 +249,24 @@ export class LoadPool {
 
   async status(): Promise<Status> {
     const results = await this.#all<Status>('status', () => null)
-    return { open: results.reduce((sum, r) => sum + r.open, 0), unexpectedCloses: sumCounts(results.map((r) => r.unexpectedCloses)) }
+    const sum = (key: 'open' | 'running' | 'streaming') => results.reduce((total, r) => total + r[key], 0)
+    return { open: sum('open'), running: sum('running'), streaming: sum('streaming'), unexpectedCloses: sumCounts(results.map((r) => r.unexpectedCloses)) }
+  }
+
+  /** `total` connect → chat → close cycles (cycles.ts), `inflight` at a time over all workers. */
+  async cycles(args: Omit<CycleArgs, 'secret' | 'localAddresses'>): Promise<CycleResult> {
+    const parts = this.#workers.length
+    const results = await this.#all<CycleResult>(
+      'cycles',
+      (i) => ({ ...args, secret: BENCH_SECRET, localAddresses: this.#localAddresses, count: share(args.count, parts, i), inflight: Math.max(1, share(args.inflight, parts, i)) }),
+      // Bounded by the cycles' own budgets; this only catches a worker that stopped answering.
+      args.timeoutMs * Math.ceil(args.count / Math.max(1, args.inflight)) + REQUEST_TIMEOUT_MS,
+    )
+    return {
+      completed: results.reduce((sum, r) => sum + r.completed, 0),
+      failed: results.reduce((sum, r) => sum + r.failed, 0),
+      errors: results.flatMap((r) => r.errors).slice(0, 5),
+    }
   }
 
   async closeAll(timeoutMs = 10_000): Promise<void> {

@@ -10,6 +10,8 @@ export interface BenchContext {
   upstream: UpstreamHandle
   pool: LoadPool
   servers: Servers
+  /** The Redis scenarios' standalone Redis and Redis Cluster seed (host:port). */
+  redis: { url: string; clusterSeed: string }
   progress(message: string): void
 }
 
@@ -36,9 +38,14 @@ export class Servers {
     const key = `${kind} ${choice.provider} ${choice.logLevel}`
     const kept = this.#kept.get(key)
     if (kept) return kept
-    const server = await startServer(kind, { ...choice, upstreamURL: this.#upstreamURL, ...(this.#profileDir ? { profileDir: this.#profileDir } : {}) })
+    const server = await this.fresh(kind, choice)
     if (this.#reuse) this.#kept.set(key, server)
     return server
+  }
+
+  /** A new server, never kept: the caller stops it (servers on a store of a scenario's own). */
+  fresh(kind: ServerKind, choice: ServerChoice): Promise<ServerHandle> {
+    return startServer(kind, { ...choice, upstreamURL: this.#upstreamURL, ...(this.#profileDir ? { profileDir: this.#profileDir } : {}) })
   }
 
   async release(server: ServerHandle): Promise<void> {
@@ -55,9 +62,14 @@ export class Servers {
 /** Handshake budget per connection; anything slower counts as a failure. */
 export const HANDSHAKE_TIMEOUT_MS = 10_000
 
-/** Alternates which server goes first, so drift on a shared machine hits both alike. */
+/** The pair in order on even repetitions, reversed on odd ones: drift on a shared machine hits both alike. */
+export function alternating<T>(rep: number, pair: readonly [T, T]): T[] {
+  return rep % 2 === 0 ? [pair[0], pair[1]] : [pair[1], pair[0]]
+}
+
+/** Alternates which server goes first. */
 export function sideOrder(rep: number): ServerKind[] {
-  return rep % 2 === 0 ? ['project', 'baseline'] : ['baseline', 'project']
+  return alternating(rep, ['project', 'baseline'])
 }
 
 /** A server of `kind` for `fn`; afterwards every client loop ends, every connection closes, the server is released. */
@@ -76,22 +88,48 @@ export interface Window {
   /** What the clients received during the window. */
   sample: Sample
   seconds: number
-  /** Server CPU (user + system) spent during the window, µs. */
+  /** Server CPU (user + system) spent during the window, µs (all the servers measured). */
   cpuUs: number
   /** Share of one core the server used: near 1 means the server, not the clients, was the bound. */
   cpuShare: number
+  /** From the start of the measurement until every session streamed (the warm-up comes after). */
+  rampMs: number
 }
 
-/** After a warm-up, what arrives at the clients and what the server spends in one window. */
-export async function measureWindow(ctx: BenchContext, server: ServerHandle): Promise<Window> {
+/** Something else read at the window's edges (e.g. Redis's command counters). */
+export interface WindowProbe {
+  begin(): Promise<void>
+  end(): Promise<void>
+}
+
+/** How long the sessions may take until each of them streams (1,000 runs started at once on a busy machine: seconds). */
+const RAMP_TIMEOUT_MS = 30_000
+
+/**
+ * Waits (bounded) until every chatting session received a token since its loop started: the
+ * warm-up starts in the steady state, not in the herd of first runs. How long it took, ms.
+ */
+async function rampUp(ctx: BenchContext): Promise<number> {
+  const started = Date.now()
+  for (let status = await ctx.pool.status(); status.streaming < status.running && Date.now() - started < RAMP_TIMEOUT_MS; status = await ctx.pool.status()) await sleep(50)
+  return Date.now() - started
+}
+
+/** After a warm-up, what arrives at the clients and what the servers spend in one window. */
+export async function measureWindow(ctx: BenchContext, server: ServerHandle | ServerHandle[], probe?: WindowProbe): Promise<Window> {
+  const servers = Array.isArray(server) ? server : [server]
+  const cpuUs = () => servers.reduce((sum, s) => sum + s.cpuUs(), 0)
+  const rampMs = await rampUp(ctx)
   await sleep(ctx.sizes.warmupMs)
   await ctx.pool.sample()
-  const before = { cpuUs: server.cpuUs(), atNs: process.hrtime.bigint() }
+  await probe?.begin()
+  const before = { cpuUs: cpuUs(), atNs: process.hrtime.bigint() }
   await sleep(ctx.sizes.windowMs)
   const sample = await ctx.pool.sample()
-  const cpuUs = server.cpuUs() - before.cpuUs
+  const spent = cpuUs() - before.cpuUs
   const seconds = Number(process.hrtime.bigint() - before.atNs) / 1e9
-  return { sample, seconds, cpuUs, cpuShare: cpuUs / (seconds * 1e6) }
+  await probe?.end()
+  return { sample, seconds, cpuUs: spent, cpuShare: spent / (seconds * 1e6), rampMs }
 }
 
 export interface HandshakeFigures {
@@ -118,28 +156,35 @@ export async function measureHandshakes(ctx: BenchContext, server: ServerHandle,
 }
 
 export interface ThroughputFigures {
+  /** Token frames delivered per second. */
   framesPerSecond: number
-  /** Upstream tokens per token frame in completed runs (1 without coalescing); null before any run completed. */
-  coalescing: number | null
-  /** Upstream tokens delivered per second: frames/s × coalescing. */
+  /** Upstream tokens delivered per second, counted in the frames (coalesced frames carry several). */
   tokensPerSecond: number
-  cpuUsPerFrame: number | null
+  /** Upstream tokens per token frame (1 without coalescing); null without any frame. */
+  tokensPerFrame: number | null
+  cpuUsPerToken: number | null
   cpuShare: number
   completes: number
+  /** Runs whose frames' token count differs from their `complete` (should be 0: the count is right). */
+  miscountedRuns: number
+  /** Until every session streamed, before the warm-up and the window. */
+  rampMs: number
   errors: Record<string, number>
 }
 
-export function throughput(window: Window): ThroughputFigures {
+/** What the chatting (or the watching) connections received in the window. */
+export function throughput(window: Window, at: 'chatting' | 'watching' = 'chatting'): ThroughputFigures {
   const { counters } = window.sample
-  const framesPerSecond = counters.tokenFrames / window.seconds
-  const coalescing = perUnit(counters.words, counters.framesInCompleted)
+  const [frames, tokens] = at === 'chatting' ? [counters.tokenFrames, counters.tokens] : [counters.watchFrames, counters.watchTokens]
   return {
-    framesPerSecond,
-    coalescing,
-    tokensPerSecond: framesPerSecond * (coalescing ?? 1),
-    cpuUsPerFrame: perUnit(window.cpuUs, counters.tokenFrames),
+    framesPerSecond: frames / window.seconds,
+    tokensPerSecond: tokens / window.seconds,
+    tokensPerFrame: perUnit(tokens, frames),
+    cpuUsPerToken: perUnit(window.cpuUs, tokens),
     cpuShare: window.cpuShare,
     completes: counters.completes,
+    miscountedRuns: counters.miscountedRuns,
+    rampMs: window.rampMs,
     errors: counters.errors,
   }
 }

@@ -2,15 +2,20 @@
  * Child process: one load-generator worker. Holds `ws` client connections (each its own user
  * and session, spread over source addresses 127.0.0.2… to escape the ephemeral-port limit)
  * and runs chat loops on them, counting what arrives. Token frames are recognised by their
- * first bytes, without parsing, so the client stays cheap next to the server it measures.
+ * first bytes and their upstream tokens counted by their spaces, without parsing, so the
+ * client stays cheap next to the server it measures. Watching connections (opened with
+ * `watch`) belong to the same users as the first chatting ones and `resume` their sessions,
+ * usually on another instance.
  *
- * Requests (see ipc.ts): open, run, sample, waitRuns, halt, status, closeAll, stop.
+ * Requests (see ipc.ts): open, run, sample, waitRuns, halt, status, closeAll, cycles, stop.
  */
 import type { Socket } from 'node:net'
 import WebSocket from 'ws'
 import { createSigner } from 'fast-jwt'
+import { runCycles, type CycleArgs } from './cycles.ts'
+import { isTokenFrame, tokensInFrame } from './frames.ts'
 import { emit, serveRequests } from './ipc.ts'
-import { countWords, parseStamp, RUN_ID_PLACEHOLDER } from './prompts.ts'
+import { countWords, parseStamps, RUN_ID_PLACEHOLDER } from './prompts.ts'
 import { until } from './until.ts'
 
 export interface OpenArgs {
@@ -21,6 +26,11 @@ export interface OpenArgs {
   inflight: number
   localAddresses: string[]
   timeoutMs: number
+  /**
+   * Watching connections: the i-th one opened belongs to the user of the i-th chatting one
+   * and resumes its session when that one's first run starts.
+   */
+  watch?: boolean
 }
 
 export interface OpenResult {
@@ -49,13 +59,19 @@ export interface LoadGroup {
 }
 
 export interface Counters {
+  /** Token frames at the chatting connections … */
   tokenFrames: number
+  /** … and the upstream tokens they carried (several per frame when the server coalesces). */
+  tokens: number
   completes: number
   cancelled: number
-  /** Upstream tokens in completed runs (one word each) … */
-  words: number
-  /** … and the token frames that carried them: their quotient is the coalescing factor. */
-  framesInCompleted: number
+  /** Completed runs whose token frames did not carry as many tokens as their `complete`'s text: a miscount. */
+  miscountedRuns: number
+  /** Token frames and tokens at the watching connections. */
+  watchFrames: number
+  watchTokens: number
+  watchErrors: number
+  /** By code; a watching connection's errors are `watch:<code>`. */
   errors: Record<string, number>
 }
 
@@ -73,24 +89,23 @@ export interface Sample {
 
 export interface Status {
   open: number
+  /** Chatting connections whose loop runs, and those of them that received a token since it started. */
+  running: number
+  streaming: number
   unexpectedCloses: Record<string, number>
-}
-
-const TOKEN_PREFIX = Buffer.from('{"type":"token",')
-
-export function isTokenFrame(data: Buffer): boolean {
-  return data.length > TOKEN_PREFIX.length && data.compare(TOKEN_PREFIX, 0, TOKEN_PREFIX.length, 0, TOKEN_PREFIX.length) === 0
 }
 
 const nowNs = (): number => Number(process.hrtime.bigint())
 
 function emptyCounters(): Counters {
-  return { tokenFrames: 0, completes: 0, cancelled: 0, words: 0, framesInCompleted: 0, errors: {} }
+  return { tokenFrames: 0, tokens: 0, completes: 0, cancelled: 0, miscountedRuns: 0, watchFrames: 0, watchTokens: 0, watchErrors: 0, errors: {} }
 }
 
 interface Client {
   ws: WebSocket
   index: number
+  /** Resumes the sessions of another connection of its user instead of chatting. */
+  watching: boolean
   sessionId: string
   group: LoadGroup | null
   /** A chat was sent and its `complete` has not arrived. */
@@ -100,8 +115,13 @@ interface Client {
   runs: number
   runId: string
   runFrames: number
+  runTokens: number
+  /** A token frame arrived since its loop started. */
+  streamed: boolean
   cancelSent: boolean
   closedByUs: boolean
+  /** A chatting connection whose watcher (if any) was told to resume. */
+  resumed: boolean
 }
 
 interface ServerFrameLike {
@@ -114,6 +134,8 @@ interface ServerFrameLike {
 export class LoadWorker {
   readonly #name: string
   #clients: Client[] = []
+  /** Watching connections by index: each watches the sessions of the chatting one of its index (its user). */
+  #watchers = new Map<number, Client>()
   #running = false
   #counters = emptyCounters()
   #latencies: number[] = []
@@ -128,7 +150,7 @@ export class LoadWorker {
 
   async open(args: OpenArgs): Promise<OpenResult> {
     const sign = createSigner({ key: args.secret, algorithm: 'HS256', expiresIn: 3_600_000 })
-    const first = this.#clients.length
+    const first = args.watch ? this.#watchers.size : this.#clients.length
     // Signed before the clock starts: the client's own crypto is not the server's handshake.
     const tokens = Array.from({ length: args.count }, (_, i) => sign({ sub: `${this.#name}-u${first + i}` }) as string)
     const result: OpenResult = { opened: 0, failed: 0, startNs: nowNs(), endNs: 0, errors: [] }
@@ -161,6 +183,7 @@ export class LoadWorker {
     const client: Client = {
       ws,
       index,
+      watching: args.watch === true,
       sessionId: `${this.#name}-s${index}`,
       group: null,
       active: false,
@@ -168,14 +191,18 @@ export class LoadWorker {
       runs: 0,
       runId: '',
       runFrames: 0,
+      runTokens: 0,
+      streamed: false,
       cancelSent: false,
       closedByUs: false,
+      resumed: false,
     }
     return new Promise<void>((resolve, reject) => {
       let opened = false
       ws.once('open', () => {
         opened = true
-        this.#clients.push(client)
+        if (client.watching) this.#watchers.set(index, client)
+        else this.#clients.push(client)
         resolve()
       })
       ws.on('error', reject)
@@ -184,33 +211,42 @@ export class LoadWorker {
         request.destroy()
       })
       ws.on('message', (data) => this.#onMessage(client, data as Buffer))
-      ws.once('close', (code) => {
+      ws.once('close', (code, reason) => {
         reject(new Error(`closed ${code} before open`))
         client.active = false
         client.done = true
-        if (opened && !client.closedByUs) this.#unexpectedCloses[code] = (this.#unexpectedCloses[code] ?? 0) + 1
+        if (opened && !client.closedByUs) {
+          // By code and reason (`1011 store unavailable`): what the server said is the diagnosis.
+          const key = `${code}${reason.length > 0 ? ` ${reason}` : ''}`
+          this.#unexpectedCloses[key] = (this.#unexpectedCloses[key] ?? 0) + 1
+        }
       })
     })
   }
 
   #onMessage(client: Client, data: Buffer): void {
+    if (client.watching) return this.#onWatched(data)
     if (isTokenFrame(data)) {
+      const tokens = tokensInFrame(data)
       this.#counters.tokenFrames++
+      this.#counters.tokens += tokens
       client.runFrames++
+      client.runTokens += tokens
+      client.streamed = true
       const group = client.group
       if (group?.stamped) {
         const receivedNs = nowNs()
-        const stamp = parseStamp(String((JSON.parse(data.toString()) as ServerFrameLike).content))
-        if (stamp !== null) this.#latencies.push((receivedNs - stamp) / 1000)
+        // A merged frame carries several stamps: each token's latency includes its wait for the merge.
+        for (const stamp of parseStamps(String((JSON.parse(data.toString()) as ServerFrameLike).content))) this.#latencies.push((receivedNs - stamp) / 1000)
       }
       if (group?.cancelAfterTokens && !client.cancelSent && client.runFrames >= group.cancelAfterTokens) this.#cancel(client, true)
       return
     }
     const frame = JSON.parse(data.toString()) as ServerFrameLike
+    if (frame.seq !== undefined && !client.resumed) this.#resumeWatcher(client, frame.seq)
     if (frame.type === 'complete') {
       this.#counters.completes++
-      this.#counters.words += countWords(frame.content ?? '')
-      this.#counters.framesInCompleted += client.runFrames
+      if (countWords(frame.content ?? '') !== client.runTokens) this.#counters.miscountedRuns++
       if (frame.metadata?.finish_reason === 'cancelled') this.#counters.cancelled++
       client.active = false
       this.#next(client)
@@ -224,6 +260,27 @@ export class LoadWorker {
         setTimeout(() => this.#next(client), Math.max(10, (client.group as LoadGroup).gapMs))
       }
     }
+  }
+
+  /** A watching connection counts token frames and errors; it starts nothing. */
+  #onWatched(data: Buffer): void {
+    if (isTokenFrame(data)) {
+      this.#counters.watchFrames++
+      this.#counters.watchTokens += tokensInFrame(data)
+      return
+    }
+    const frame = JSON.parse(data.toString()) as ServerFrameLike
+    if (frame.type === 'error') {
+      this.#counters.watchErrors++
+      const code = `watch:${frame.metadata?.code ?? 'unknown'}`
+      this.#counters.errors[code] = (this.#counters.errors[code] ?? 0) + 1
+    }
+  }
+
+  /** The chatting connection's first sequenced frame: its watcher, if any, resumes from it (a closed one drops the send). */
+  #resumeWatcher(client: Client, seq: number): void {
+    client.resumed = true
+    this.#watchers.get(client.index)?.ws.send(JSON.stringify({ type: 'resume', session_id: client.sessionId, last_seq: seq - 1 }))
   }
 
   #next(client: Client): void {
@@ -244,6 +301,7 @@ export class LoadWorker {
     client.runs++
     client.runId = `${this.#name}.${client.index}.${++this.#runSerial}`
     client.runFrames = 0
+    client.runTokens = 0
     client.cancelSent = false
     client.active = true
     const content = (client.group as LoadGroup).prompt.replace(RUN_ID_PLACEHOLDER, client.runId)
@@ -264,6 +322,7 @@ export class LoadWorker {
         client.group = group
         client.runs = 0
         client.done = false
+        client.streamed = false
         this.#start(client)
         started++
       }
@@ -298,7 +357,9 @@ export class LoadWorker {
   }
 
   status(): Status {
-    return { open: this.#clients.filter((client) => client.ws.readyState === WebSocket.OPEN).length, unexpectedCloses: { ...this.#unexpectedCloses } }
+    const open = [...this.#clients, ...this.#watchers.values()].filter((client) => client.ws.readyState === WebSocket.OPEN).length
+    const running = this.#clients.filter((client) => client.group !== null && !client.done)
+    return { open, running: running.length, streaming: running.filter((client) => client.streamed).length, unexpectedCloses: { ...this.#unexpectedCloses } }
   }
 
   /**
@@ -307,8 +368,9 @@ export class LoadWorker {
    * measured after it (seen as one side's repetition suddenly 5× slower).
    */
   async closeAll(args: { timeoutMs: number }): Promise<{ closed: number }> {
-    const clients = this.#clients
+    const clients = [...this.#clients, ...this.#watchers.values()]
     this.#clients = []
+    this.#watchers = new Map()
     for (const client of clients) {
       client.closedByUs = true
       const socket = (client.ws as unknown as { _socket: Socket })._socket
@@ -332,6 +394,7 @@ function main(): void {
     stop: () => setImmediate(() => process.exit(0)),
     status: () => worker.status(),
     closeAll: (args: { timeoutMs: number }) => worker.closeAll(args),
+    cycles: (args: CycleArgs) => runCycles(process.env.BENCH_WORKER_NAME as string, args),
   })
   emit('ready', null)
 }

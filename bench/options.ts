@@ -1,8 +1,11 @@
 /** The bench's command line and its two sizes: the full run and the quick CI smoke. */
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
-export const SCENARIOS = ['idle', 'handshake', 'fanout', 'latency', 'cancel', 'logging'] as const
+export const SCENARIOS = ['idle', 'handshake', 'fanout', 'latency', 'cancel', 'logging', 'redis-fanout', 'redis-cycles', 'cluster-fanout'] as const
 export type ScenarioName = (typeof SCENARIOS)[number]
+/** The scenarios that need a Redis (their rows are n/a without one). */
+export const STORE_SCENARIOS: readonly ScenarioName[] = ['redis-fanout', 'redis-cycles', 'cluster-fanout']
 
 export interface Sizes {
   /** Keep servers across scenarios (quick: start-up would dominate) instead of fresh ones per scenario. */
@@ -37,6 +40,18 @@ export interface Sizes {
   /** Handshakes and sessions for the info-vs-warn logging cost. */
   loggingHandshakes: number
   loggingSessions: number
+  /** Sessions of the Redis fan-out (chatting on one instance, watched from another). */
+  redisSessions: number[]
+  /** connect → chat → close cycles between the fresh and the used instance's probes, in flight at once, tokens per chat. */
+  cycles: number
+  cyclesInflight: number
+  cycleTokens: number
+  /** The probe whose cost is compared: sessions, runs each, tokens per run. */
+  probeSessions: number
+  probeRuns: number
+  probeTokens: number
+  /** After the cycles, before the second probe: closed sessions' runs end, timers fire. */
+  cyclesSettleMs: number
 }
 
 export const FULL: Sizes = {
@@ -62,6 +77,14 @@ export const FULL: Sizes = {
   cancelsPerProbe: 50,
   loggingHandshakes: 2000,
   loggingSessions: 100,
+  redisSessions: [100, 1000],
+  cycles: 1000,
+  cyclesInflight: 10,
+  cycleTokens: 20,
+  probeSessions: 20,
+  probeRuns: 10,
+  probeTokens: 500,
+  cyclesSettleMs: 2000,
 }
 
 export const QUICK: Sizes = {
@@ -87,6 +110,14 @@ export const QUICK: Sizes = {
   cancelsPerProbe: 3,
   loggingHandshakes: 30,
   loggingSessions: 4,
+  redisSessions: [4],
+  cycles: 20,
+  cyclesInflight: 2,
+  cycleTokens: 5,
+  probeSessions: 2,
+  probeRuns: 2,
+  probeTokens: 20,
+  cyclesSettleMs: 100,
 }
 
 export interface BenchOptions {
@@ -97,25 +128,43 @@ export interface BenchOptions {
   hardTimeoutMs: number
   /** Run both servers under --cpu-prof, profiles into <outDir>/profiles/{project,baseline}. */
   profile: boolean
+  /** Exit 1 when a row misses its target. */
+  strict: boolean
+  /** The standalone Redis and the Redis Cluster seed (host:port) of the Redis scenarios. */
+  redisURL: string
+  clusterSeed: string
   sizes: Sizes
 }
+
+/** Outside the tracked tree: a reference run is committed with `--out docs/bench`. */
+export function defaultOutDir(): string {
+  return join(tmpdir(), 'agent-gateway-bench')
+}
+
+export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379'
+export const DEFAULT_CLUSTER_SEED = '127.0.0.1:7001'
 
 export class UsageError extends Error {
   override name = 'UsageError'
 }
 
-export const USAGE = `usage: node bench/run.ts [--quick] [--only <scenario>[,<scenario>…]] [--out <dir>] [--timeout <seconds>] [--profile]
-scenarios: ${SCENARIOS.join(', ')}`
+export const USAGE = `usage: node bench/run.ts [--quick] [--only <scenario>[,<scenario>…]] [--out <dir>] [--timeout <seconds>] [--profile] [--strict]
+                          [--redis <url>] [--redis-cluster <host:port>]
+scenarios: ${SCENARIOS.join(', ')}
+--out defaults to ${defaultOutDir()}; --strict exits 1 when a target is missed`
 
 function isScenario(name: string): name is ScenarioName {
   return (SCENARIOS as readonly string[]).includes(name)
 }
 
-export function parseArgs(argv: readonly string[], defaultOutDir = join(import.meta.dirname, 'results')): BenchOptions {
+export function parseArgs(argv: readonly string[], outDirDefault = defaultOutDir()): BenchOptions {
   let quick = false
   let profile = false
+  let strict = false
   let only: ScenarioName[] = [...SCENARIOS]
-  let outDir = defaultOutDir
+  let outDir = outDirDefault
+  let redisURL = DEFAULT_REDIS_URL
+  let clusterSeed = DEFAULT_CLUSTER_SEED
   let timeoutSeconds: number | undefined
   const args = [...argv]
   while (args.length > 0) {
@@ -127,7 +176,13 @@ export function parseArgs(argv: readonly string[], defaultOutDir = join(import.m
     }
     if (arg === '--quick') quick = true
     else if (arg === '--profile') profile = true
+    else if (arg === '--strict') strict = true
     else if (arg === '--out') outDir = value()
+    else if (arg === '--redis') redisURL = value()
+    else if (arg === '--redis-cluster') {
+      clusterSeed = value()
+      if (!/^[^:\s]+:\d+$/.test(clusterSeed)) throw new UsageError('--redis-cluster needs host:port')
+    }
     else if (arg === '--only') {
       const names = value().split(',').filter(Boolean)
       const unknown = names.filter((name) => !isScenario(name))
@@ -143,7 +198,10 @@ export function parseArgs(argv: readonly string[], defaultOutDir = join(import.m
     only,
     outDir,
     profile,
-    hardTimeoutMs: (timeoutSeconds ?? (quick ? 90 : 480)) * 1000,
+    strict,
+    redisURL,
+    clusterSeed,
+    hardTimeoutMs: (timeoutSeconds ?? (quick ? 90 : 900)) * 1000,
     sizes: quick ? QUICK : FULL,
   }
 }

@@ -46,10 +46,9 @@ export function stampText(nowNs: bigint): string {
   return ` s${nowNs}`
 }
 
-/** The nanosecond stamp in a token's text, or null when it carries none. */
-export function parseStamp(text: string): number | null {
-  const match = /^ s(\d+)$/.exec(text)
-  return match ? Number(match[1]) : null
+/** The nanosecond stamps in a token frame's text: one per upstream token, several when the server merged them. */
+export function parseStamps(text: string): number[] {
+  return Array.from(text.matchAll(/ s(\d+)/g), (match) => Number(match[1]))
 }
 
 /** Upstream tokens in a run's text: every token is one word with its leading space. */

@@ -12,11 +12,14 @@ export type Target =
   | { kind: 'plus-at-most'; value: number }
   /** project < value, absolute. */
   | { kind: 'below'; value: number }
+  /** project ≤ value, absolute. */
+  | { kind: 'at-most'; value: number }
   /** project === value, absolute. */
   | { kind: 'equals'; value: number }
   | { kind: 'none' }
 
-export type Verdict = 'pass' | 'miss' | 'info' | 'n/a'
+/** met / missed: judged against the target; n/a: a target, but nothing to judge (a note says why); info: no target. */
+export type Verdict = 'met' | 'missed' | 'info' | 'n/a'
 
 export interface Row {
   scenario: ScenarioName
@@ -34,19 +37,25 @@ export interface Row {
 }
 
 export function verdictOf(target: Target, project: number | null, baseline: number | null): Verdict {
-  if (target.kind === 'none') return 'info'
   if (project === null) return 'n/a'
-  if (target.kind === 'below') return project < target.value ? 'pass' : 'miss'
-  if (target.kind === 'equals') return project === target.value ? 'pass' : 'miss'
+  if (target.kind === 'none') return 'info'
+  const judged = (met: boolean): Verdict => (met ? 'met' : 'missed')
+  if (target.kind === 'below') return judged(project < target.value)
+  if (target.kind === 'at-most') return judged(project <= target.value)
+  if (target.kind === 'equals') return judged(project === target.value)
   if (baseline === null) return 'n/a'
-  if (target.kind === 'plus-at-most') return project <= baseline + target.value ? 'pass' : 'miss'
+  if (target.kind === 'plus-at-most') return judged(project <= baseline + target.value)
   const r = ratio(project, baseline)
   if (r === null) return 'n/a'
-  return (target.kind === 'ratio-at-least' ? r >= target.value : r <= target.value) ? 'pass' : 'miss'
+  return judged(target.kind === 'ratio-at-least' ? r >= target.value : r <= target.value)
 }
 
+/** An n/a row always says why; rows that know the reason give their own note. */
+const NOT_MEASURED = 'n/a: a side measured nothing to judge (no frame in the window, or a zero baseline)'
+
 export function row(fields: Omit<Row, 'ratio' | 'verdict'>): Row {
-  return { ...fields, ratio: ratio(fields.project, fields.baseline), verdict: verdictOf(fields.target, fields.project, fields.baseline) }
+  const verdict = verdictOf(fields.target, fields.project, fields.baseline)
+  return { ...(verdict === 'n/a' ? { note: NOT_MEASURED } : {}), ...fields, ratio: ratio(fields.project, fields.baseline), verdict }
 }
 
 export interface HistogramSeries {
@@ -91,6 +100,8 @@ export function describeTarget(target: Target, unit: string): string {
       return `≤ baseline + ${target.value} ${unit}`
     case 'below':
       return `< ${target.value} ${unit}`
+    case 'at-most':
+      return `≤ ${target.value} ${unit}`
     case 'equals':
       return `= ${target.value}`
     case 'none':
@@ -113,7 +124,16 @@ export function formatMicros(us: number): string {
   return `${formatNumber(us)} µs`
 }
 
-const VERDICT_MARK: Record<Verdict, string> = { pass: '✅ pass', miss: '❌ miss', info: 'info', 'n/a': 'n/a' }
+const VERDICT_MARK: Record<Verdict, string> = { met: '✅ met', missed: '❌ missed', info: 'info', 'n/a': 'n/a' }
+
+export function missedRows(report: BenchReport): Row[] {
+  return report.scenarios.flatMap((s) => s.rows).filter((r) => r.verdict === 'missed')
+}
+
+/** The process's exit code for a finished run: with --strict, 1 when any target was missed. */
+export function exitCodeFor(report: BenchReport, strict: boolean): 0 | 1 {
+  return strict && missedRows(report).length > 0 ? 1 : 0
+}
 
 export function renderMarkdown(report: BenchReport, svgName?: string): string {
   const { meta } = report
@@ -138,8 +158,11 @@ export function renderMarkdown(report: BenchReport, svgName?: string): string {
       )
     }
   }
-  const missed = report.scenarios.flatMap((s) => s.rows).filter((r) => r.verdict === 'miss')
-  lines.push('', missed.length === 0 ? 'Every target with a verdict was met.' : `Missed: ${missed.map((r) => `${r.scenario} ${r.case} ${r.metric}`).join('; ')}.`)
+  const rows = report.scenarios.flatMap((s) => s.rows)
+  const tally = (verdict: Verdict) => rows.filter((r) => r.verdict === verdict).length
+  const missed = missedRows(report)
+  lines.push('', `Targets: ${tally('met')} met, ${tally('missed')} missed, ${tally('n/a')} n/a.`)
+  lines.push(missed.length === 0 ? 'Every target with a verdict was met.' : `Missed: ${missed.map((r) => `${r.scenario} ${r.case} ${r.metric}`).join('; ')}.`)
   if (svgName) lines.push('', `Latency histogram: ![added latency](${svgName})`)
   return `${lines.join('\n')}\n`
 }

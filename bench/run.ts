@@ -1,8 +1,9 @@
 /**
- * `npm run bench` (`node bench/run.ts [--quick] [--only idle,fanout] [--out dir] [--timeout s] [--profile]`):
+ * `npm run bench` (`node bench/run.ts [--quick] [--only idle,fanout] [--out dir] [--timeout s] [--profile] [--strict]`):
  * starts the upstream and the load workers, runs each scenario against the project server
  * and the plain-`ws` baseline in turn, and writes `<out>/<date>.json`, `<date>.md` and
- * `<date>-latency.svg`. Everything runs on loopback with fixed counts under a hard timeout.
+ * `<date>-latency.svg` (`<out>`: a directory under the system's temp dir unless given).
+ * Everything runs on loopback with fixed counts under a hard timeout.
  */
 import { execFileSync } from 'node:child_process'
 import { mkdir, writeFile } from 'node:fs/promises'
@@ -13,7 +14,7 @@ import { LoadPool, startUpstream, type UpstreamHandle } from './children.ts'
 import { Servers } from './context.ts'
 import { killAll } from './ipc.ts'
 import { parseArgs, USAGE, UsageError, type BenchOptions } from './options.ts'
-import { renderHistogramSvg, renderMarkdown, type BenchReport } from './report.ts'
+import { exitCodeFor, missedRows, renderHistogramSvg, renderMarkdown, type BenchReport } from './report.ts'
 import { scenarios } from './scenarios/index.ts'
 
 /** A full run's files are `<date>.*`; quick runs are marked so they are never taken for one. */
@@ -66,7 +67,7 @@ export async function runBench(options: BenchOptions, progress: (message: string
     upstream = await startUpstream()
     pool = await LoadPool.start(options.sizes.workers, options.sizes.sourceAddresses)
     servers = new Servers({ reuse: options.sizes.reuseServers, upstreamURL: upstream.baseURL, profileDir })
-    const ctx = { sizes: options.sizes, upstream, pool, servers, progress }
+    const ctx = { sizes: options.sizes, upstream, pool, servers, redis: { url: options.redisURL, clusterSeed: options.clusterSeed }, progress }
     for (const name of options.only) {
       report.scenarios.push(await scenarios[name](ctx))
       report.meta.loadAverageAfter[name] = os.loadavg()
@@ -104,7 +105,9 @@ async function main(): Promise<void> {
   try {
     const { report, files } = await runBench(options, progress)
     process.stdout.write(renderMarkdown(report))
-    process.stdout.write(`\nwritten: ${files.join(', ')}\n`)
+    process.stdout.write(`\nwritten to ${options.outDir}: ${files.join(', ')}\n`)
+    if (options.strict) process.stderr.write(`bench --strict: ${missedRows(report).length} targets missed\n`)
+    process.exitCode = exitCodeFor(report, options.strict)
   } catch (err) {
     killAll()
     process.stderr.write(`bench failed: ${inspect(err)}\n`)

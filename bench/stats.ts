@@ -71,6 +71,11 @@ export function sumCounts(records: ReadonlyArray<Record<string, number>>): Recor
   return sum
 }
 
+/** The sum of a record's counts. */
+export function total(counts: Readonly<Record<string, number>>): number {
+  return Object.values(counts).reduce((sum, count) => sum + count, 0)
+}
+
 /** One figure of a summary, or null when there were no samples. */
 export function pick(summary: Summary | null, key: keyof Summary): number | null {
   return summary === null ? null : summary[key]

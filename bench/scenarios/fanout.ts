@@ -2,7 +2,8 @@
  * (c) Token fan-out from an instant upstream: `fanoutSessions` concurrent sessions, each
  * running chats back to back, from the offline mock model (MOCK_TOKEN_DELAY_MS=0, in
  * process) and from the OpenAI-format upstream (a flood of one-word chunks, in its own
- * process). Tokens delivered per second and server CPU µs per token frame.
+ * process). Upstream tokens delivered per second (counted in the frames: a coalesced frame
+ * carries several), tokens per frame and server CPU µs per upstream token.
  */
 import type { ServerKind } from '../children.ts'
 import { HANDSHAKE_TIMEOUT_MS, measureWindow, sideOrder, throughput, withServer, type BenchContext, type ThroughputFigures } from '../context.ts'
@@ -11,14 +12,15 @@ import { row, type Row, type ScenarioResult } from '../report.ts'
 
 /** Words the mock adds around the echoed prompt. */
 const MOCK_FRAMING_WORDS = 17
-/** Above this many upstream tokens per frame, the project is coalescing. */
-const COALESCING_THRESHOLD = 1.05
 
 const PROVIDERS = ['mock', 'openai'] as const
+type Provider = (typeof PROVIDERS)[number]
 
 export async function fanout(ctx: BenchContext): Promise<ScenarioResult> {
   const { sizes } = ctx
   const figures: Record<string, Record<ServerKind, ThroughputFigures>> = {}
+  const largest = Math.max(...sizes.fanoutSessions)
+  const rows: Row[] = []
   for (const [u, provider] of PROVIDERS.entries()) {
     const prompt = provider === 'mock' ? mockPrompt(Math.max(1, sizes.fanoutTokens - MOCK_FRAMING_WORDS)) : floodPrompt(sizes.fanoutTokens)
     for (const kind of sideOrder(u)) {
@@ -34,28 +36,52 @@ export async function fanout(ctx: BenchContext): Promise<ScenarioResult> {
         }
       })
     }
+    for (const sessions of sizes.fanoutSessions) {
+      const { project, baseline } = figures[`${provider}, ${sessions} sessions`] as Record<ServerKind, ThroughputFigures>
+      rows.push(...fanoutRows(`${provider}, ${sessions} sessions`, project, baseline, fanoutTargets(provider, sessions === largest)))
+    }
   }
-  const rows = Object.entries(figures).flatMap(([label, { project, baseline }]) => fanoutRows(label, project, baseline))
   return { scenario: 'fanout', rows, details: figures, histograms: [] }
 }
 
-export function fanoutRows(label: string, project: ThroughputFigures, baseline: ThroughputFigures): Row[] {
-  const coalescing = project.coalescing ?? 1
-  const coalesces = coalescing > COALESCING_THRESHOLD
-  return [
-    row({ scenario: 'fanout', case: label, metric: 'tokens per second', unit: '1/s', project: project.tokensPerSecond, baseline: baseline.tokensPerSecond, target: { kind: 'ratio-at-least', value: 0.8 } }),
-    row({ scenario: 'fanout', case: label, metric: 'server CPU per token frame', unit: 'µs', project: project.cpuUsPerFrame, baseline: baseline.cpuUsPerFrame, target: { kind: 'none' } }),
+export interface FanoutTargets {
+  /** Tokens per second, project / baseline, at least. */
+  tokensRatio: number
+  /** Judge the coalesced rate against the baseline's one-frame-per-token rate. */
+  coalesced: boolean
+}
+
+/**
+ * The issue's goals: the OpenAI-format upstream ≥ 0.8× at every count and coalesced ≥ 1.5×
+ * (its flood is what one upstream read merges); the mock ≥ 0.9× at 1000 sessions (the largest
+ * count), ≥ 0.8× below.
+ */
+export function fanoutTargets(provider: Provider, largest: boolean): FanoutTargets {
+  return provider === 'openai' ? { tokensRatio: 0.8, coalesced: true } : { tokensRatio: largest ? 0.9 : 0.8, coalesced: false }
+}
+
+export function fanoutRows(label: string, project: ThroughputFigures, baseline: ThroughputFigures, targets: FanoutTargets): Row[] {
+  const perFrame = project.tokensPerFrame ?? 1
+  const rows = [
+    row({ scenario: 'fanout', case: label, metric: 'tokens per second', unit: '1/s', project: project.tokensPerSecond, baseline: baseline.tokensPerSecond, target: { kind: 'ratio-at-least', value: targets.tokensRatio } }),
+    row({ scenario: 'fanout', case: label, metric: 'upstream tokens per token frame', unit: 'ratio', project: project.tokensPerFrame, baseline: baseline.tokensPerFrame, target: { kind: 'none' } }),
+    row({ scenario: 'fanout', case: label, metric: 'server CPU per upstream token', unit: 'µs', project: project.cpuUsPerToken, baseline: baseline.cpuUsPerToken, target: { kind: 'none' } }),
     row({ scenario: 'fanout', case: label, metric: 'server CPU share of one core', unit: 'ratio', project: project.cpuShare, baseline: baseline.cpuShare, target: { kind: 'none' } }),
-    // Coalescing carries several upstream tokens per frame; its target is against the baseline's one-frame rate.
-    row({
-      scenario: 'fanout',
-      case: label,
-      metric: 'tokens per second, coalesced, vs baseline one frame per token',
-      unit: '1/s',
-      project: coalesces ? project.tokensPerSecond : null,
-      baseline: baseline.framesPerSecond,
-      target: { kind: 'ratio-at-least', value: 1.5 },
-      ...(coalesces ? {} : { note: `n/a: the project sent one frame per token (${coalescing.toFixed(2)} tokens per frame)` }),
-    }),
   ]
+  if (targets.coalesced) {
+    // The project's upstream tokens per second against the baseline's frames per second (one token each).
+    rows.push(
+      row({
+        scenario: 'fanout',
+        case: label,
+        metric: 'coalesced fan-out: tokens per second vs baseline one frame per token',
+        unit: '1/s',
+        project: project.tokensPerSecond,
+        baseline: baseline.framesPerSecond,
+        target: { kind: 'ratio-at-least', value: 1.5 },
+        note: `${perFrame.toFixed(2)} upstream tokens per project frame`,
+      }),
+    )
+  }
+  return rows
 }

@@ -70,7 +70,7 @@ export async function idle(ctx: BenchContext): Promise<ScenarioResult> {
   return {
     scenario: 'idle',
     rows: [
-      row({ scenario: 'idle', case: label, metric: 'RSS per connection', unit: 'bytes', project: project.rssPerConnection, baseline: baseline.rssPerConnection, target: { kind: 'ratio-at-most', value: 2 } }),
+      row({ scenario: 'idle', case: label, metric: 'RSS per connection', unit: 'bytes', project: project.rssPerConnection, baseline: baseline.rssPerConnection, target: { kind: 'ratio-at-most', value: 1.5 } }),
       row({ scenario: 'idle', case: label, metric: 'heap per connection', unit: 'bytes', project: project.heapPerConnection, baseline: baseline.heapPerConnection, target: { kind: 'none' } }),
       row({ scenario: 'idle', case: label, metric: 'failed or dropped connections', unit: 'count', project: project.failures, baseline: baseline.failures, target: { kind: 'equals', value: 0 } }),
     ],

@@ -13,13 +13,15 @@ import { createSigner } from 'fast-jwt'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { ChildHandle, killAll } from '../../bench/ipc.ts'
 import { mockSource, openAISource, startBaseline, type TextSource } from '../../bench/baseline-server.ts'
-import { BENCH_SECRET } from '../../bench/children.ts'
+import { BENCH_SECRET, LoadPool } from '../../bench/children.ts'
+import { runCycles } from '../../bench/cycles.ts'
 import { Servers } from '../../bench/context.ts'
 import { LoadWorker, type LoadGroup } from '../../bench/load-client.ts'
 import { QUICK } from '../../bench/options.ts'
 import { floodPrompt, stampText } from '../../bench/prompts.ts'
 import { runBench } from '../../bench/run.ts'
 import { lastUserContent } from '../../bench/upstream.ts'
+import { until } from '../../bench/until.ts'
 import { createFakeUpstream } from '../helpers/fake-upstream.ts'
 import { TestClient, bearer } from '../helpers/ws-client.ts'
 
@@ -190,6 +192,8 @@ t.test('baseline: the OpenAI-format upstream over raw HTTP', async (t) => {
 
 interface Scripted {
   url: string
+  /** The `resume` frames received. */
+  resumes: unknown[]
   close(): Promise<void>
 }
 
@@ -198,28 +202,40 @@ async function scriptedServer(): Promise<Scripted> {
   const server = http.createServer()
   const wss = new WebSocketServer({ server, verifyClient: ({ req }: { req: http.IncomingMessage }) => !req.url?.includes('refuse') })
   const frame = (type: string, fields: Record<string, unknown> = {}) => JSON.stringify({ type, session_id: 's', ...fields })
-  wss.on('connection', (ws: WebSocket) => {
+  const resumes: unknown[] = []
+  wss.on('connection', (ws: WebSocket, req: http.IncomingMessage) => {
     let seq = 0
     let busyOnce = true
     let timer: NodeJS.Timeout | undefined
-    ws.send(frame('token', { seq: ++seq, content: 'unsolicited' }))
+    // `?quiet`: nothing before the first chat, so counts are exact.
+    if (!req.url?.includes('quiet')) ws.send(frame('token', { seq: ++seq, content: 'unsolicited' }))
     ws.on('close', () => clearInterval(timer))
     ws.on('message', (data) => {
       const message = JSON.parse(String(data)) as { type: string; content?: string }
+      if (message.type === 'resume') {
+        resumes.push(message)
+        ws.send(frame('status', { content: 'resumed' }))
+        ws.send(frame('token', { seq: ++seq, content: ' a b' }))
+        ws.send(frame('error', { metadata: { code: 'not_found' } }))
+        ws.send(frame('error', {}))
+        return
+      }
       if (message.type === 'cancel') {
         clearInterval(timer)
         ws.send(frame('status', { seq: ++seq, content: 'cancelled' }))
         ws.send(frame('complete', { seq: ++seq, content: ' a b', metadata: { finish_reason: 'cancelled' } }))
         return
       }
-      const [kind, count] = String(message.content).split(' ')
+      const [kind, count, merged] = String(message.content).split(' ')
       if (kind === 'stamped') {
         const words: string[] = []
         for (let i = 0; i < Number(count); i++) {
           const text = stampText(process.hrtime.bigint())
           words.push(text)
-          ws.send(frame('token', { seq: ++seq, content: text }))
+          if (!merged) ws.send(frame('token', { seq: ++seq, content: text }))
         }
+        // `stamped <n> merged`: all in one frame, as a coalescing server sends them.
+        if (merged) ws.send(frame('token', { seq: ++seq, content: words.join('') }))
         ws.send(frame('complete', { seq: ++seq, content: words.join(''), metadata: { finish_reason: 'stop' } }))
       } else if (kind === 'busy' && busyOnce) {
         busyOnce = false
@@ -239,6 +255,11 @@ async function scriptedServer(): Promise<Scripted> {
         ws.send(frame('complete', { seq: ++seq }))
       } else if (kind === 'drop') {
         ws.close(1011)
+      } else if (kind === 'drop-saying') {
+        ws.close(1011, 'store unavailable')
+      } else if (kind === 'miscount') {
+        ws.send(frame('token', { seq: ++seq, content: ' a' }))
+        ws.send(frame('complete', { seq: ++seq, content: ' a b', metadata: { finish_reason: 'stop' } }))
       } else {
         ws.send(frame('complete', { seq: ++seq, content: ' ok', metadata: { finish_reason: 'stop' } }))
       }
@@ -247,6 +268,7 @@ async function scriptedServer(): Promise<Scripted> {
   const port = await listen(server)
   return {
     url: `ws://127.0.0.1:${port}/ws/agent`,
+    resumes,
     close: async () => {
       for (const ws of wss.clients) ws.terminate()
       await new Promise((resolve) => server.close(resolve))
@@ -282,7 +304,7 @@ t.test('load worker: handshakes, chat loops, counters, cancels, retries, drops',
   const opened = await worker.open({ ...openArgs, count: 8 })
   t.match(opened, { opened: 8, failed: 0 })
   t.ok(opened.endNs >= opened.startNs)
-  t.same(worker.status(), { open: 8, unexpectedCloses: {} })
+  t.same(worker.status(), { open: 8, running: 0, streaming: 0, unexpectedCloses: {} })
 
   t.same(
     worker.run({
@@ -308,7 +330,7 @@ t.test('load worker: handshakes, chat loops, counters, cancels, retries, drops',
   t.match(sample.counters, { completes: 2 + 1 + 1 + 2 + 1, cancelled: 1, errors: { busy: 1, unknown: 4, rate_limited: 1 } })
   t.ok(sample.counters.tokenFrames >= 8 + 6 + 2 + 2, 'unsolicited + stamped + long (until its cancel) + bare token frames')
   t.equal(worker.sample().counters.tokenFrames, 0, 'a sample resets the counters')
-  t.same(worker.status(), { open: 4, unexpectedCloses: { 1011: 4 } })
+  t.same(worker.status(), { open: 4, running: 0, streaming: 0, unexpectedCloses: { 1011: 4 } })
 
   worker.run({ groups: [group({ from: 0, prompt: 'long' })] })
   t.same(await worker.waitRuns({ timeoutMs: 30 }), { unfinished: 1 }, 'waiting is bounded')
@@ -316,11 +338,86 @@ t.test('load worker: handshakes, chat loops, counters, cancels, retries, drops',
 
   worker.run({ groups: [group({ from: 0, count: 2, prompt: 'long', maxRuns: null }), group({ from: 2, prompt: 'ok', maxRuns: null, gapMs: 30 })] })
   await sleep(50)
+  t.match(worker.status(), { running: 3, streaming: 2 }, 'loops running, and those that received a token since they started')
   t.same(await worker.halt({ timeoutMs: 2000 }), { stuck: 0 }, 'in-flight runs are cancelled and their complete awaited')
   await sleep(50) // the gap's timer finds the loop halted
   t.same(await worker.waitRuns({ timeoutMs: 100 }), { unfinished: 0 })
   t.same(await worker.closeAll({ timeoutMs: 2000 }), { closed: 8 })
-  t.same(worker.status(), { open: 0, unexpectedCloses: {} })
+  t.same(worker.status(), { open: 0, running: 0, streaming: 0, unexpectedCloses: {} })
+})
+
+t.test('load worker: watching connections resume the chatting ones’ sessions; tokens counted per frame', async (t) => {
+  const scripted = await scriptedServer()
+  t.teardown(() => scripted.close())
+  const worker = new LoadWorker('w')
+  t.teardown(() => worker.closeAll({ timeoutMs: 1000 }))
+  const openArgs = { url: `${scripted.url}?quiet`, secret: BENCH_SECRET, inflight: 1, localAddresses: ['127.0.0.2'], timeoutMs: 5000 }
+  t.match(await worker.open({ ...openArgs, count: 3 }), { opened: 3 })
+  t.match(await worker.open({ ...openArgs, count: 1, watch: true }), { opened: 1 }, 'watches the sessions of the first chatting connection')
+  t.same(worker.status(), { open: 4, running: 0, streaming: 0, unexpectedCloses: {} })
+
+  worker.run({ groups: [group({ from: 0, count: 2, prompt: 'ok', maxRuns: 2 }), group({ from: 2, prompt: 'miscount' })] })
+  t.same(await worker.waitRuns({ timeoutMs: 5000 }), { unfinished: 0 })
+  t.ok(await until(() => scripted.resumes.length === 1, 5000))
+  await sleep(50) // the answers to the resume
+  t.same(scripted.resumes, [{ type: 'resume', session_id: 'w-s0', last_seq: 0 }], 'one resume, from the seq of the first sequenced frame, for its user’s session only')
+  const { counters } = worker.sample()
+  t.match(counters, {
+    tokenFrames: 1,
+    tokens: 1,
+    completes: 5,
+    // `ok` completes ' ok' without a token frame (4 runs), `miscount` sends ' a' and completes ' a b'.
+    miscountedRuns: 5,
+    watchFrames: 1,
+    watchTokens: 2,
+    watchErrors: 2,
+    errors: { 'watch:not_found': 1, 'watch:unknown': 1 },
+  })
+  t.same(worker.status(), { open: 4, running: 0, streaming: 0, unexpectedCloses: {} }, 'a watcher starts nothing and is never halted')
+
+  worker.run({ groups: [group({ from: 0, prompt: 'drop-saying' })] })
+  await worker.waitRuns({ timeoutMs: 5000 })
+  t.same(worker.status(), { open: 3, running: 0, streaming: 0, unexpectedCloses: { '1011 store unavailable': 1 } }, 'closes are counted by code and reason')
+  t.same(await worker.closeAll({ timeoutMs: 2000 }), { closed: 4 }, 'watchers are closed too')
+  t.same(worker.status(), { open: 0, running: 0, streaming: 0, unexpectedCloses: {} })
+})
+
+t.test('load worker: a merged frame counts all its tokens and gives each stamp its latency', async (t) => {
+  const scripted = await scriptedServer()
+  t.teardown(() => scripted.close())
+  const worker = new LoadWorker('m')
+  t.teardown(() => worker.closeAll({ timeoutMs: 1000 }))
+  await worker.open({ url: `${scripted.url}?quiet`, secret: BENCH_SECRET, inflight: 1, localAddresses: ['127.0.0.2'], count: 1, timeoutMs: 5000 })
+  worker.run({ groups: [group({ from: 0, prompt: 'stamped 3 merged', stamped: true })] })
+  t.same(await worker.waitRuns({ timeoutMs: 5000 }), { unfinished: 0 })
+  const sample = worker.sample()
+  t.match(sample.counters, { tokenFrames: 1, tokens: 3, completes: 1, miscountedRuns: 0 })
+  t.equal(sample.latenciesUs.length, 3, 'one latency per stamped token')
+})
+
+t.test('cycles: connect → chat → close, each a new user, half closed on the first token', async (t) => {
+  const scripted = await scriptedServer()
+  t.teardown(() => scripted.close())
+  const args = { url: scripted.url, secret: BENCH_SECRET, inflight: 2, localAddresses: ['127.0.0.2', '127.0.0.3'], prompt: 'ok', timeoutMs: 5000 }
+  t.same(await runCycles('c', { ...args, count: 5 }), { completed: 5, failed: 0, errors: [] })
+  t.same(await runCycles('c', { ...args, count: 0 }), { completed: 0, failed: 0, errors: [] })
+
+  const quiet = `${scripted.url}?quiet`
+  const failing = async (fields: Partial<typeof args>, count = 1) => runCycles('c', { ...args, count, inflight: 1, ...fields })
+  t.match(await failing({ url: quiet, prompt: 'busy-drop' }), { failed: 1, errors: [/^error frame \{"type":"error"/] }, 'an error frame fails the cycle')
+  t.match(await failing({ url: quiet, prompt: 'drop' }), { failed: 1, errors: ['closed 1011 by the server'] })
+  t.match(await failing({ url: quiet, prompt: 'long', timeoutMs: 100 }), { failed: 1, errors: ['cycle timed out'] })
+  t.match(await failing({ url: `${scripted.url}?refuse` }), { failed: 1, errors: ['HTTP 401'] })
+  t.match(await failing({ url: `ws://127.0.0.1:${await freePort()}/` }), { failed: 1, errors: [/ECONNREFUSED/] })
+  t.match(await failing({ url: quiet, prompt: 'long' }, 2), { completed: 1, failed: 1 }, 'the second cycle closes on its first token')
+  t.equal((await failing({ url: `${scripted.url}?refuse` }, 7)).errors.length, 5, 'at most five errors are kept')
+
+  const pool = await LoadPool.start(2, 2)
+  t.teardown(() => pool.stop())
+  t.same(await pool.cycles({ url: scripted.url, count: 5, inflight: 2, prompt: 'ok', timeoutMs: 5000 }), { completed: 5, failed: 0, errors: [] }, 'split over the workers')
+  const refused = await pool.cycles({ url: `${scripted.url}?refuse`, count: 12, inflight: 2, prompt: 'ok', timeoutMs: 5000 })
+  t.match(refused, { completed: 0, failed: 12 })
+  t.equal(refused.errors.length, 5)
 })
 
 t.test('server pool: fresh servers are stopped on release', async (t) => {
@@ -344,7 +441,7 @@ t.test('a run with no scenarios still writes its report', async (t) => {
   const outDir = await mkdtemp(join(tmpdir(), 'agw-bench-empty-'))
   t.teardown(() => rm(outDir, { recursive: true, force: true }))
   const progress: string[] = []
-  const { report, files } = await runBench({ mode: 'full', only: [], outDir, hardTimeoutMs: 60_000, profile: false, sizes: QUICK }, (m) => progress.push(m))
+  const { report, files } = await runBench({ mode: 'full', only: [], outDir, hardTimeoutMs: 60_000, profile: false, strict: true, redisURL: 'redis://127.0.0.1:1', clusterSeed: '127.0.0.1:1', sizes: QUICK }, (m) => progress.push(m))
   t.same(report.scenarios, [])
   t.equal(files.length, 2, 'JSON and markdown, no histogram without latency samples')
   t.match(files[0], /\/\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.json$/, 'a full run is named by its date alone')
