@@ -126,6 +126,29 @@ export async function whenReady(redis: RedisClient, timeoutMs: number, signal?: 
   }
 }
 
+/**
+ * A cluster client with every master's connection opened as soon as the client knows the node.
+ * ioredis opens a node's connection on its first command, and, without an offline queue (we
+ * fail fast on purpose), refuses every other command to that node until it is connected
+ * ("Connection is closed."): the first concurrent requests of a fresh instance, or after a
+ * failover brought a new master, would fail. `ready()` waits until each known master is connected.
+ */
+export function connectingMastersEagerly(cluster: Cluster): { cluster: Cluster; ready(timeoutMs: number): Promise<boolean> } {
+  // Not before the client is ready: its own ready check goes to a node it expects unconnected.
+  const connect = (node: Redis) => {
+    if (cluster.status === 'ready' && node.status === 'wait' && cluster.nodes('master').includes(node)) node.connect().catch(() => {})
+  }
+  cluster.on('ready', () => cluster.nodes('master').forEach(connect))
+  cluster.on('+node', connect)
+  return {
+    cluster,
+    async ready(timeoutMs) {
+      if (!(await whenReady(cluster, timeoutMs))) return false
+      return (await Promise.all(cluster.nodes('master').map((node) => whenReady(node, timeoutMs)))).every(Boolean)
+    },
+  }
+}
+
 /** Closes a client: QUIT when it can be sent, else drops the socket (and stops reconnecting). */
 export async function closeRedis(redis: RedisClient): Promise<void> {
   if (redis.status === 'end') return

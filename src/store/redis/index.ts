@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { pino } from 'pino'
 import type { Backend } from '../types.ts'
 import { ClusterStreamTail } from './cluster-tail.ts'
-import { COMMAND_TIMEOUT_MS, SharedRedis, openCluster, openRedis, redisAddress, whenReady, type RedisLog, type RedisTarget } from './connections.ts'
+import { COMMAND_TIMEOUT_MS, SharedRedis, connectingMastersEagerly, openCluster, openRedis, redisAddress, whenReady, type RedisLog, type RedisTarget } from './connections.ts'
 import { RedisControlBus } from './control-bus.ts'
 import { RedisEventLog } from './event-log.ts'
 import { controlChannel, wakeKey } from './keys.ts'
@@ -39,17 +39,18 @@ function standalone(options: RedisBackendOptions, id: string, prefix: string, lo
   const blocking = openRedis(options.url, `agw-${id}-tail`, log, { blockingTimeout: 10_000 })
   const subscriber = openRedis(options.url, `agw-${id}-control`, log)
   const tail = new StreamTail({ blocking, commands: client, wakeKey: wakeKey(prefix, id), log })
-  return { client, subscriber, tail, sharded: false, connected: [client, blocking] }
+  return { client, subscriber, tail, sharded: false, connected: [client, blocking], ready: (wait: number) => whenReady(client, wait) }
 }
 
 /** On a cluster: the commands, the tails' shard subscriptions (one connection per master), sharded pub/sub. */
 function cluster(options: RedisBackendOptions, id: string, log: RedisLog) {
   const target = { url: options.url, cluster: options.cluster }
-  const client = openCluster(target, `agw-${id}-commands`, log, {}, { commandTimeout: COMMAND_TIMEOUT_MS })
+  const commands = connectingMastersEagerly(openCluster(target, `agw-${id}-commands`, log, {}, { commandTimeout: COMMAND_TIMEOUT_MS }))
+  const client = commands.cluster
   const doorbells = openCluster(target, `agw-${id}-tail`, log, { shardedSubscribers: true })
   const subscriber = openCluster(target, `agw-${id}-control`, log, { shardedSubscribers: true })
   const tail = new ClusterStreamTail({ subscriber: doorbells, commands: client, log })
-  return { client, subscriber, tail, sharded: true, connected: [client, doorbells] }
+  return { client, subscriber, tail, sharded: true, connected: [doorbells], ready: (wait: number) => commands.ready(wait) }
 }
 
 /**
@@ -60,7 +61,7 @@ export async function createRedisBackend(options: RedisBackendOptions): Promise<
   const log = options.logger ?? pino({ level: 'silent' })
   const prefix = options.keyPrefix ?? DEFAULT_KEY_PREFIX
   const id = randomUUID().slice(0, 8)
-  const { client, subscriber, tail, sharded, connected } = options.cluster ? cluster(options, id, log) : standalone(options, id, prefix, log)
+  const { client, subscriber, tail, sharded, connected, ready } = options.cluster ? cluster(options, id, log) : standalone(options, id, prefix, log)
   // Released by the store, the log and the bus: whichever closes last quits it.
   const commands = new SharedRedis(client, 3)
 
@@ -76,7 +77,7 @@ export async function createRedisBackend(options: RedisBackendOptions): Promise<
   const control = new RedisControlBus({ commands, subscriber, channel: controlChannel(prefix), log, sharded })
 
   const wait = options.connectWaitMs ?? DEFAULT_CONNECT_WAIT_MS
-  const up = await Promise.all([...connected.map((redis) => whenReady(redis, wait)), control.ready(wait)])
+  const up = await Promise.all([ready(wait), ...connected.map((redis) => whenReady(redis, wait)), control.ready(wait)])
   if (up.includes(false)) log.warn({ redis: redisAddress(options.url) }, 'redis unreachable at start: serving unready until it is')
   else log.info({ redis: redisAddress(options.url), keyPrefix: prefix }, 'redis backend ready')
 
