@@ -125,7 +125,8 @@ export async function runAgent(input: AgentRunInput, progress: AgentProgress): P
   let lastChunkAt = 0
   for (let round = input.resume?.round ?? 0; ; round++) {
     if (input.resume && round === input.resume.round) {
-      const calls = progress.messages.findLast((message) => message.role === 'assistant')?.tool_calls ?? []
+      // A recorded round ends with the assistant turn that asked for its calls.
+      const { tool_calls: calls } = progress.messages.findLast((message) => message.role === 'assistant') as Required<HistoryMessage>
       await runToolRound(input, messages, progress, round, calls.map((call) => ({ id: call.id, name: call.function.name, arguments: call.function.arguments })))
       continue
     }

@@ -232,8 +232,11 @@ export class SessionService {
       const active = await this.#backend.sessions.activeRun(ref)
       if (active?.runId !== runId) return
       if (await this.#leases?.endIfExpired(ref, active)) return
-      // A waiting run whose instance is gone is ended here.
-      if (active.leaseExpiresAt <= Date.now() && (await this.#executor.adopt(ref, active, 'deleted'))) return this.#executor.whenDone(ref, runId)
+      // A waiting run whose instance is gone is adopted (here, or by this instance's sweeper meanwhile) and ended here.
+      if (this.#executor.isLocal(ref, runId) || (active.leaseExpiresAt <= Date.now() && (await this.#executor.adopt(ref, active, 'deleted')))) {
+        await this.#executor.abort(ref, active, 'deleted')
+        return this.#executor.whenDone(ref, runId)
+      }
       await sleep(25)
     }
   }

@@ -22,12 +22,12 @@ function summarises(request: RecordedRequest) {
 }
 
 /** What a dead instance left: a run of 'ghost' in round 0 with calls x (approval) and y (calculate, running), its lease lapsed. */
-async function leftByAGhost(t: Test, p: Pair, owner: string, id: string): Promise<{ backend: Backend; ref: SessionRef; x: PendingCall }> {
+async function leftByAGhost(t: Test, p: Pair, owner: string, id: string, leaseMs = 1): Promise<{ backend: Backend; ref: SessionRef; x: PendingCall }> {
   const backend = await redisBackend(t, p.redis)
   const opened = await backend.sessions.open(owner, id, 100)
   if (opened.kind !== 'open') throw new Error('too many')
   const ref = { owner, id, gen: opened.session.gen }
-  const begun = await backend.sessions.beginRun(ref, { runId: 'r', instanceId: 'ghost', leaseMs: 1, input: { kind: 'message', message: { role: 'user', content: 'compute' } }, maxMessages: 10 })
+  const begun = await backend.sessions.beginRun(ref, { runId: 'r', instanceId: 'ghost', leaseMs, input: { kind: 'message', message: { role: 'user', content: 'compute' } }, maxMessages: 10 })
   if (begun.kind !== 'started') throw new Error(begun.kind)
   const status = (content: string, metadata: Record<string, unknown>) => backend.sessions.append(ref, 'r', { type: 'status', session_id: id, content, metadata: { run_id: 'r', ...metadata } } as never)
   await status('thinking', {})
@@ -86,4 +86,21 @@ t.test('an answer claimed before its instance died, never acted on, is acted on 
   const complete = await onB.nextOfType('complete')
   t.match(complete.content, /results: Error: not run: the user denied it: not now \| \{"result":6\}/)
   t.equal(onB.frames.filter((frame) => is('tool_result')(frame) && frame.metadata?.call_id === 'y').length, 1, "y's result is not logged again")
+})
+
+t.test("DELETE of a dead instance's waiting run while its lease still runs: ended here once it lapses", async (t) => {
+  const p = await pair(t, { TOOLS_REQUIRING_APPROVAL: ['calculate'], RUN_LEASE_MS: 400 })
+  if (!p) return
+  p.upstream.script(summarises)
+  const owner = p.user('carol')
+  await leftByAGhost(t, p, owner, 'doomed', 800)
+  const token = signToken(owner)
+  const onB = await connect(t, p.b.wsUrl, bearer(token))
+  onB.send({ type: 'resume', session_id: 'doomed', last_seq: 0 })
+  await onB.next(is('resumed'))
+  const response = await fetch(`${p.b.baseUrl}/v1/sessions/doomed`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } })
+  t.equal(response.status, 204)
+  t.match(await onB.nextOfType('complete'), { metadata: { finish_reason: 'cancelled', reason: 'deleted' } }, 'ended cleanly, not dropped')
+  t.match(await onB.next((frame) => frame.type === 'error'), { metadata: { code: 'not_found' } })
+  t.equal(p.upstream.requests.length, 0, 'never went back to the model')
 })

@@ -132,3 +132,17 @@ t.test('cancel and DELETE of a parked run end it cleanly on the instance that as
   t.match(await onB.next((frame) => frame.type === 'error' && frame.session_id === 'del'), { metadata: { code: 'not_found' } })
   t.equal(p.upstream.requests.length, 2, 'neither went back to the model')
 })
+
+t.test('a drain that cannot let a waiting run go (the store refuses) cancels it after the grace, as any run', async (t) => {
+  const p = await pair(t, { TOOLS_REQUIRING_APPROVAL: ['calculate'], SHUTDOWN_GRACE_MS: 100 })
+  if (!p) return
+  p.upstream.script(calls('calculate', '{"expression":"1+1"}'))
+  const onA = await connect(t, p.a.wsUrl, bearer(signToken(p.user('alice'))))
+  onA.send({ type: 'chat', session_id: 'stuck', content: 'compute' })
+  await onA.next(is('approval_required'))
+  p.a.app.backend.sessions.parkRun = async () => {
+    throw new Error('store down')
+  }
+  await p.a.app.drain()
+  t.match(onA.frames.at(-1), { type: 'complete', metadata: { finish_reason: 'cancelled', reason: 'shutdown' } })
+})
