@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { AgentProgress } from '../agent/run-agent.ts'
-import type { HistoryMessage, SessionRef } from '../store/types.ts'
+import type { SessionRecord, SessionRef } from '../store/types.ts'
 import type { Adoption, AdoptedRun, RoundSnapshot, WaitingRound } from '../store/waiting-round.ts'
 import type { RunStart } from './run-executor.ts'
 
@@ -9,8 +9,12 @@ export function adoption(config: { instanceId: string; leaseMs: number }, runId:
   return { instanceId: config.instanceId, leaseMs: config.leaseMs, fence: `${runId}~${randomUUID().slice(0, 8)}` }
 }
 
-/** The run as the executor starts it, from the store: the conversation ends with the run's user message. */
-export function startOf(ref: SessionRef, { active, round }: AdoptedRun, messages: HistoryMessage[]): RunStart {
+/**
+ * The run as the executor starts it, from the store: the session's conversation ends with the
+ * run's user message. A session gone meanwhile gives an empty one (the run's next write is fenced).
+ */
+export function startOf(ref: SessionRef, { active, round }: AdoptedRun, session: Pick<SessionRecord, 'messages'> | null): RunStart {
+  const messages = session?.messages ?? []
   return {
     ref,
     runId: active.runId,

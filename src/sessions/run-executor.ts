@@ -164,7 +164,7 @@ export class RunExecutor {
   async startAdopted(ref: SessionRef, adopted: AdoptedRun, abort?: AbortCause): Promise<void> {
     const session = await this.#options.backend.sessions.get(ref.owner, ref.id)
     this.#options.logger.info({ sessionId: ref.id, userId: ref.owner, runId: adopted.active.runId }, 'run adopted: it goes on here')
-    this.start(startOf(ref, adopted, session?.messages ?? []), { adopted, unwatched: true, ...(abort ? { abort } : {}) })
+    this.start(startOf(ref, adopted, session), { adopted, unwatched: true, ...(abort ? { abort } : {}) })
   }
 
   /** Resolves when the local run is over; undefined when it does not run here. */

@@ -5,6 +5,7 @@
 // `internal`. Found by the bench (cluster-fanout). Now every master is connected eagerly and
 // the backend is ready only once they are.
 import t from 'tap'
+import { connectingMastersEagerly, openCluster } from '../../src/store/redis/connections.ts'
 import { redisBackend } from '../helpers/redis.ts'
 import { useRedisCluster } from '../helpers/redis-cluster.ts'
 
@@ -18,4 +19,11 @@ t.test('cluster-cold-start-refuses-concurrent-commands: a fresh backend serves i
     const refused = opened.filter((result) => result.status === 'rejected').map((result) => String((result as PromiseRejectedResult).reason))
     t.same(refused, [], `attempt ${attempt + 1}: none refused`)
   }
+})
+
+t.test('a cluster that never becomes ready: not ready, and the backend says so', async (t) => {
+  const silent = { info() {}, warn() {}, error() {}, debug() {} }
+  const commands = connectingMastersEagerly(openCluster({ url: 'redis://127.0.0.1:1', cluster: [{ host: '127.0.0.1', port: 1 }] }, 'never', silent))
+  t.teardown(() => commands.cluster.disconnect())
+  t.equal(await commands.ready(200), false)
 })

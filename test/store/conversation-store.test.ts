@@ -3,11 +3,10 @@
 // the title, the session list, clearQueue, and the queued run finishRun makes active.
 import t, { type Test } from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { createMemoryBackend } from '../../src/store/memory/index.ts'
 import { serializeEvent } from '../../src/protocol/serialize.ts'
 import type { StatusQueued, UnsequencedRunEvent } from '../../src/protocol/index.ts'
 import type { Backend, BeginRun, FinishRun, HistoryMessage, RunInput, SessionRef } from '../../src/store/types.ts'
-import { redisBackend, useRedis } from '../helpers/redis.ts'
+import { storeBackends } from './backends.ts'
 
 const user = (content: string, id?: string): HistoryMessage => ({ role: 'user', content, ...(id ? { id } : {}) })
 const assistant = (content: string, id?: string): HistoryMessage => ({ role: 'assistant', content, ...(id ? { id } : {}) })
@@ -49,17 +48,7 @@ const finish = (ref: SessionRef, runId: string, messages: HistoryMessage[] = [],
   ...extra,
 })
 
-const backends: Array<[kind: string, make: (t: Test) => Promise<Backend | undefined>]> = [
-  ['memory', async (t) => {
-    const backend = createMemoryBackend({ ttlSeconds: 60, maxEvents: 100 })
-    t.teardown(() => backend.close())
-    return backend
-  }],
-  ['redis', async (t) => {
-    const r = await useRedis(t)
-    return r && redisBackend(t, r)
-  }],
-]
+const backends = storeBackends
 
 /** Each test on each backend; what each body returns, by backend. */
 function both<T>(name: string, body: (t: Test, backend: Backend) => Promise<T>, after?: (t: Test, results: Map<string, T>) => void): void {

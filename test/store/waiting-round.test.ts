@@ -4,23 +4,12 @@
 // recorded), parking, and the finish of a dead instance's run refused while it waits.
 import t, { type Test } from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { createMemoryBackend } from '../../src/store/memory/index.ts'
 import type { PendingCall } from '../../src/protocol/index.ts'
 import type { Backend, SessionRef } from '../../src/store/types.ts'
 import { actionDue, waitingCalls, type WaitingRound } from '../../src/store/waiting-round.ts'
-import { redisBackend, useRedis } from '../helpers/redis.ts'
+import { storeBackends } from './backends.ts'
 
-const backends: Array<[kind: string, make: (t: Test) => Promise<Backend | undefined>]> = [
-  ['memory', async (t) => {
-    const backend = createMemoryBackend({ ttlSeconds: 60, maxEvents: 100 })
-    t.teardown(() => backend.close())
-    return backend
-  }],
-  ['redis', async (t) => {
-    const r = await useRedis(t)
-    return r && redisBackend(t, r)
-  }],
-]
+const backends = storeBackends
 
 function both(name: string, body: (t: Test, backend: Backend) => Promise<void>): void {
   t.test(name, async (t) => {

@@ -133,16 +133,20 @@ t.test('cancel and DELETE of a parked run end it cleanly on the instance that as
   t.equal(p.upstream.requests.length, 2, 'neither went back to the model')
 })
 
-t.test('a drain that cannot let a waiting run go (the store refuses) cancels it after the grace, as any run', async (t) => {
-  const p = await pair(t, { TOOLS_REQUIRING_APPROVAL: ['calculate'], SHUTDOWN_GRACE_MS: 100 })
-  if (!p) return
-  p.upstream.script(calls('calculate', '{"expression":"1+1"}'))
-  const onA = await connect(t, p.a.wsUrl, bearer(signToken(p.user('alice'))))
-  onA.send({ type: 'chat', session_id: 'stuck', content: 'compute' })
-  await onA.next(is('approval_required'))
-  p.a.app.backend.sessions.parkRun = async () => {
-    throw new Error('store down')
-  }
-  await p.a.app.drain()
-  t.match(onA.frames.at(-1), { type: 'complete', metadata: { finish_reason: 'cancelled', reason: 'shutdown' } })
-})
+for (const [how, parkRun] of [
+  ['the store fails', async () => Promise.reject(new Error('store down'))],
+  ['the store refuses', async () => false],
+] as const) {
+  t.test(`a drain that cannot let a waiting run go (${how}) cancels it after the grace, as any run`, async (t) => {
+    const p = await pair(t, { TOOLS_REQUIRING_APPROVAL: ['calculate'], SHUTDOWN_GRACE_MS: 100 })
+    if (!p) return
+    p.upstream.script(calls('calculate', '{"expression":"1+1"}'))
+    const onA = await connect(t, p.a.wsUrl, bearer(signToken(p.user('alice'))))
+    onA.send({ type: 'chat', session_id: 'stuck', content: 'compute' })
+    await onA.next(is('approval_required'))
+    p.a.app.backend.sessions.parkRun = parkRun
+    await p.a.app.drain()
+    t.match(await onA.closed, { code: 1012 })
+    t.match(onA.frames.at(-1), { type: 'complete', metadata: { finish_reason: 'cancelled', reason: 'shutdown' } })
+  })
+}
