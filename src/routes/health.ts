@@ -20,13 +20,14 @@ type Ready = Static<typeof Ready>
 const STORE_PING_TIMEOUT_MS = 1000
 
 export default async function healthRoutes(app: FastifyInstance) {
-  // One line when the store's state changes, saying why: probes come every few seconds.
-  let storeError: string | undefined
+  // One line when the store goes down or comes back, saying why: probes come every few seconds,
+  // and one outage can fail them at different steps (the reason in the body says which).
+  let storeDown = false
   const watchStore = (check: Static<typeof Check>) => {
-    if (check.error === storeError) return
-    if (check.error) app.log.warn({ reason: check.error }, 'not ready: the store cannot serve what upgrades need')
+    if (check.ok !== storeDown) return
+    storeDown = !check.ok
+    if (storeDown) app.log.warn({ reason: check.error }, 'not ready: the store cannot serve what upgrades need')
     else app.log.info('ready: the store serves again')
-    storeError = check.error
   }
 
   app.get('/health/live', { schema: { response: { 200: Live } } }, async () => ({ status: 'ok' as const }))
