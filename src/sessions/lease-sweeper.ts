@@ -60,9 +60,10 @@ export class LeaseSweeper {
         const active = await this.#options.backend.sessions.activeRun(ref)
         if (active?.fence !== fence || this.#options.runsHere(ref, active.runId)) continue
         const round = await this.#options.backend.sessions.waitingRound(ref)
-        if (!round) await this.endIfExpired(ref, active)
-        else if (actionDue(round) <= Date.now()) await this.#options.adopt(ref, active)
-        else await this.#options.backend.sessions.deferLease(ref, fence, actionDue(round))
+        const due = round && actionDue(round)
+        if (due === null) await this.endIfExpired(ref, active)
+        else if (due <= Date.now()) await this.#options.adopt(ref, active)
+        else await this.#options.backend.sessions.deferLease(ref, fence, due)
       }
     } catch (err) {
       this.#options.log.warn({ err }, 'lease sweep failed')

@@ -27,8 +27,6 @@ export interface ToolGateOptions {
   onWaiting?(): void
 }
 
-type Waited = StoredAnswer
-
 const RUN: GateDecision = { kind: 'run' }
 /** The outcome of a call its instance stopped running before it reported: it is not run again. */
 export const CUT_OFF: ToolOutcome = { ok: false, error: 'interrupted: the instance running this tool stopped before it reported; it may or may not have run' }
@@ -44,7 +42,7 @@ export const CUT_OFF: ToolOutcome = { ok: false, error: 'interrupted: the instan
  */
 export class ToolGate {
   readonly #options: ToolGateOptions
-  readonly #waits = new Map<string, (answer: Waited) => void>()
+  readonly #waits = new Map<string, (answer: StoredAnswer) => void>()
   /** Deadlines of the calls waiting now: the run is not abandoned before the last. */
   readonly #deadlines = new Map<string, number>()
   /** The current round's calls as this instance knows them. */
@@ -132,7 +130,7 @@ export class ToolGate {
   }
 
   /** What the answer means for the call: its outcome, or run it (approved; `approval_resolved` logged first). */
-  async #applied(call: GatedCall, kind: PendingCall['kind'], answer: Waited): Promise<GateDecision> {
+  async #applied(call: GatedCall, kind: PendingCall['kind'], answer: StoredAnswer): Promise<GateDecision> {
     const expired = 'expired' in answer
     const timeoutS = (kind === 'approval' ? this.#options.approvalTimeoutMs : this.#options.clientToolTimeoutMs) / 1000
     if (answer.kind === 'client_tool' && !expired) return { kind: 'outcome', outcome: answer.isError ? { ok: false, error: answer.output } : { ok: true, result: answer.output } }
@@ -158,9 +156,9 @@ export class ToolGate {
    * Records the call as waiting (and announces an approval), then resolves with its answer or
    * its expiry. `announce` false: a resumed call, recorded and announced already.
    */
-  async #wait(call: GatedCall, pending: PendingCall, announce = true): Promise<Waited> {
+  async #wait(call: GatedCall, pending: PendingCall, announce = true): Promise<StoredAnswer> {
     const { backend, ref, runId, fence, signal } = this.#options
-    const { promise, resolve, reject } = Promise.withResolvers<Waited>()
+    const { promise, resolve, reject } = Promise.withResolvers<StoredAnswer>()
     const expiresAt = Date.parse(pending.expires_at)
     // Listening before the call is announced: an answer may come right after.
     this.#waits.set(call.callId, resolve)
