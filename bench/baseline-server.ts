@@ -28,8 +28,8 @@ export function mockSource(tokenDelayMs: number): TextSource {
       { role: 'system' as const, content: SYSTEM_PROMPT },
       { role: 'user' as const, content },
     ]
-    for await (const chunk of model.stream({ messages, tools: [], signal })) {
-      if (chunk.type === 'text') onText(chunk.text)
+    for await (const batch of model.stream({ messages, tools: [], signal })) {
+      for (const chunk of batch) if (chunk.type === 'text') onText(chunk.text)
     }
   }
 }

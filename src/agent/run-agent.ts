@@ -6,7 +6,8 @@ import { UpstreamError } from './upstream-error.ts'
 import { progressRelay } from './tool-progress.ts'
 
 export type AgentEvent =
-  | { type: 'token'; text: string }
+  /** `deltas`: how many of the model's deltas the text joins, 1 when absent (metrics count the model's deltas). */
+  | { type: 'token'; text: string; deltas?: number }
   /** A reasoning delta: relayed to clients that asked, never part of the answer or sent back to the model. */
   | { type: 'reasoning'; text: string }
   | { type: 'tool_call'; tool: string; callId: string; arguments: unknown; executor: 'server' | 'client' }
@@ -71,7 +72,7 @@ export interface AgentOutcome {
 
 const RUN: GateDecision = { kind: 'run' }
 
-/** The longest a run relays chunks without letting other work in. */
+/** The longest a run relays batches without letting other work in. */
 const YIELD_AFTER_MS = 2
 
 interface PendingCall {
@@ -122,7 +123,7 @@ export async function runAgent(input: AgentRunInput, progress: AgentProgress): P
   const tools = [...input.tools.openAITools(), ...(input.clientTools ?? [])]
   const clientToolNames = new Set((input.clientTools ?? []).map((tool) => tool.function.name))
   let sliceStart = 0
-  let lastChunkAt = 0
+  let lastBatchAt = 0
   for (let round = input.resume?.round ?? 0; ; round++) {
     if (input.resume && round === input.resume.round) {
       // A recorded round ends with the assistant turn that asked for its calls.
@@ -136,38 +137,41 @@ export async function runAgent(input: AgentRunInput, progress: AgentProgress): P
     // A server may report usage on every chunk (running totals): within a request the last
     // report stands; requests (tool rounds) add up.
     const usageBefore = progress.usage
-    for await (const chunk of input.model.stream({ messages, tools, signal })) {
+    for await (const batch of input.model.stream({ messages, tools, signal })) {
       signal.throwIfAborted()
-      // One upstream read can hold hundreds of chunks, all relayed as microtasks: give the
-      // event loop back now and then, so cancels and other sockets are served meanwhile. A
-      // chunk that comes after a wait starts a new slice (the loop had its turn).
+      // Upstream reads that follow each other without a wait are relayed as microtasks: give
+      // the event loop back now and then, so cancels and other sockets are served meanwhile.
+      // A batch that comes after a wait starts a new slice (the loop had its turn).
       const now = performance.now()
-      if (now - lastChunkAt > YIELD_AFTER_MS) sliceStart = now
+      if (now - lastBatchAt > YIELD_AFTER_MS) sliceStart = now
       else if (now - sliceStart > YIELD_AFTER_MS) {
         await new Promise(setImmediate)
         signal.throwIfAborted()
         sliceStart = performance.now()
       }
-      if (chunk.type === 'text') {
-        progress.content += chunk.text
-        progress.pendingText += chunk.text
-        await input.emit({ type: 'token', text: chunk.text })
-      } else if (chunk.type === 'reasoning') {
-        progress.reasoning += chunk.text
-        await input.emit({ type: 'reasoning', text: chunk.text })
-      } else if (chunk.type === 'tool_call') {
-        let call = calls.get(chunk.index)
-        if (!call) calls.set(chunk.index, (call = { id: '', name: '', arguments: '' }))
-        call.id ||= chunk.id ?? ''
-        // Set once: some servers repeat the whole name on every fragment.
-        call.name ||= chunk.name ?? ''
-        if (chunk.arguments) call.arguments += chunk.arguments
-      } else if (chunk.type === 'usage') {
-        progress.usage = addUsage(usageBefore, chunk.usage)
-      } else {
-        finish = chunk.reason
+      for (const chunk of batch) {
+        signal.throwIfAborted()
+        if (chunk.type === 'text') {
+          progress.content += chunk.text
+          progress.pendingText += chunk.text
+          await input.emit(chunk.deltas === undefined ? { type: 'token', text: chunk.text } : { type: 'token', text: chunk.text, deltas: chunk.deltas })
+        } else if (chunk.type === 'reasoning') {
+          progress.reasoning += chunk.text
+          await input.emit({ type: 'reasoning', text: chunk.text })
+        } else if (chunk.type === 'tool_call') {
+          let call = calls.get(chunk.index)
+          if (!call) calls.set(chunk.index, (call = { id: '', name: '', arguments: '' }))
+          call.id ||= chunk.id ?? ''
+          // Set once: some servers repeat the whole name on every fragment.
+          call.name ||= chunk.name ?? ''
+          if (chunk.arguments) call.arguments += chunk.arguments
+        } else if (chunk.type === 'usage') {
+          progress.usage = addUsage(usageBefore, chunk.usage)
+        } else {
+          finish = chunk.reason
+        }
       }
-      lastChunkAt = performance.now()
+      lastBatchAt = performance.now()
     }
     signal.throwIfAborted()
     const requested = [...calls.entries()].sort(([a], [b]) => a - b).map(([, call]) => call)

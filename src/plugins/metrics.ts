@@ -131,9 +131,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     runs: counter('agw_runs_total', 'Runs ended, by outcome', ['outcome']),
     runDuration: histogram('agw_run_duration_seconds', 'From a run being accepted to its complete, by outcome', [0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300], ['outcome']),
     timeToFirstToken: histogram('agw_run_time_to_first_token_seconds', 'From a run being accepted to its first token (tool rounds included)', [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30]),
-    interTokenGap: histogram('agw_run_inter_token_gap_seconds', 'Between consecutive tokens of a run (a tool round resets it)', [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]),
+    interTokenGap: histogram('agw_run_inter_token_gap_seconds', 'Between consecutive text deltas of a run, those of one upstream read counted as one (a tool round resets it)', [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]),
     cancelLatency: histogram('agw_run_cancel_latency_seconds', 'From a cancel or delete request to the run\'s complete', [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
-    tokensStreamed: counter('agw_tokens_streamed_total', 'Token frames produced by runs (text deltas)'),
+    tokensStreamed: counter('agw_tokens_streamed_total', 'Text deltas of the model relayed by runs (not frames: deltas may be merged into one token)'),
     reasoningDeltas: counter('agw_reasoning_deltas_total', "Reasoning deltas the model streamed (relayed only to chats that asked for them)"),
     upstreamRequests: counter('agw_upstream_requests_total', 'HTTP requests to the model server, by status class (network: no response; aborted: cancelled or timed out before one)', ['status_class']),
     upstreamRetries: counter('agw_upstream_retries_total', 'Model requests retried, by the failure that caused the retry', ['failure']),
@@ -168,7 +168,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     let lastTokenAt: number | undefined
     let cancelAt: number | undefined
     return {
-      event(type) {
+      event(type, deltas = 1) {
         const at = now()
         // Thinking out loud is not a gap in the answer, nor part of it.
         if (type === 'reasoning') return metrics.reasoningDeltas.inc()
@@ -180,7 +180,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
         else if (lastTokenAt !== undefined) metrics.interTokenGap.observe(seconds(at - lastTokenAt))
         tokens++
         lastTokenAt = at
-        metrics.tokensStreamed.inc()
+        metrics.tokensStreamed.inc(deltas)
       },
       cancelRequested() {
         cancelAt ??= now()

@@ -33,7 +33,8 @@ export interface ExecutorConfig {
 
 /** The moments of one run; whoever measures them keeps the clock. */
 export interface RunTracker {
-  event(type: AgentEvent['type']): void
+  /** `deltas`: the model's deltas a token joins. */
+  event(type: AgentEvent['type'], deltas?: number): void
   /** A cancel or a delete asked the run to stop; its latency ends with `ended`. */
   cancelRequested(): void
   ended(finishReason: FinishReason): void
@@ -319,7 +320,7 @@ export class RunExecutor {
           sessionId: ref.id,
           userId: ref.owner,
           emit: (event) => {
-            run.tracker?.event(event.type)
+            run.tracker?.event(event.type, event.type === 'token' ? event.deltas : undefined)
             // Reasoning is relayed only to a chat that asked for it (protocol.md §2).
             if (event.type === 'reasoning' && !run.reasoning) return Promise.resolve()
             if (event.type === 'token') return tokens.push(event.text)

@@ -18,7 +18,7 @@ function scripted(rounds: ModelChunk[][], hooks: { onChunk?: (round: number, ind
       for (const [index, chunk] of (rounds[round] ?? []).entries()) {
         await Promise.resolve()
         hooks.onChunk?.(round, index)
-        yield chunk
+        yield [chunk]
       }
     },
   }
@@ -236,7 +236,7 @@ t.test('cancelled when the stream ends: the abort still wins', async (t) => {
   const model2: ModelClient = {
     name: 'quiet',
     async *stream(request) {
-      for await (const chunk of model.stream(request)) if (!request.signal.aborted) yield chunk
+      for await (const batch of model.stream(request)) if (!request.signal.aborted) yield batch
     },
   }
   await t.rejects(runAgent(input(model2, { signal: controller.signal }).run, createProgress()), { message: 'late' })

@@ -15,7 +15,7 @@ const TOOL_ROUND: Script = {
 async function scriptedUpstream(t: Test): Promise<FakeUpstream> {
   const up = await createFakeUpstream((request) => {
     const last = request.body.messages.at(-1)
-    if (last.role === 'tool') return { steps: textSteps(ANSWER, { usage: { prompt_tokens: 9, completion_tokens: 4 } }) }
+    if (last.role === 'tool') return { steps: [{ raw: ANSWER_IN_ONE_WRITE }] }
     if (last.content === 'use a tool') return TOOL_ROUND
     if (last.content === 'go slow') return { steps: textSteps(Array(100).fill(' tick'), { delayMs: 30 }) }
     return { status: 400 }
@@ -29,9 +29,14 @@ function openaiConfig(up: FakeUpstream) {
 }
 
 const count = (frames: Frame[], type: string) => frames.filter((frame) => frame.type === type).length
-/** The tool run's answer, sent unpaced: its deltas may reach the client merged into fewer token frames. */
-const ANSWER = 'The answer is 5.'
-const ANSWER_DELTAS = textSteps(ANSWER).filter((step) => 'text' in step).length
+/** The tool run's answer, its deltas in one write (so one upstream read): one token of the run, four deltas of the model. */
+const ANSWER_WORDS = ['The', ' answer', ' is', ' 5.']
+const sse = (chunk: unknown) => `data: ${JSON.stringify(chunk)}\n\n`
+const ANSWER_IN_ONE_WRITE =
+  ANSWER_WORDS.map((content) => sse({ choices: [{ index: 0, delta: { content }, finish_reason: null }] })).join('') +
+  sse({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] }) +
+  sse({ choices: [], usage: { prompt_tokens: 9, completion_tokens: 4, total_tokens: 13 } }) +
+  'data: [DONE]\n\n'
 
 t.test('after a run, a cancel and a failed run, every series moved by the right amount', async (t) => {
   const up = await scriptedUpstream(t)
@@ -58,7 +63,8 @@ t.test('after a run, a cancel and a failed run, every series moved by the right 
 
   const toolTokens = count(toolRun, 'token')
   const cancelTokens = count(cancelled, 'token')
-  t.ok(toolTokens >= 1 && toolTokens <= ANSWER_DELTAS && cancelTokens >= 1 && cancelTokens < 100, `${toolTokens} and ${cancelTokens} tokens`)
+  t.equal(toolTokens, 1, 'the answer read at once is one token')
+  t.ok(cancelTokens >= 1 && cancelTokens < 100, `${cancelTokens} tokens before the cancel`)
 
   const after = await scrape(baseUrl)
   const moved = delta(before, after)
@@ -72,8 +78,9 @@ t.test('after a run, a cancel and a failed run, every series moved by the right 
   }
   t.equal(moved('agw_run_time_to_first_token_seconds_count'), 2, 'the failed run never produced a token')
   // Counted as the model sent them (the paced, cancelled run's deltas are one frame each).
-  t.equal(moved('agw_tokens_streamed_total'), ANSWER_DELTAS + cancelTokens, 'every delta of the model')
-  t.equal(moved('agw_run_inter_token_gap_seconds_count'), ANSWER_DELTAS - 1 + (cancelTokens - 1), 'the tool round is not a gap')
+  t.equal(moved('agw_tokens_streamed_total'), ANSWER_WORDS.length + cancelTokens, 'every delta of the model')
+  // Gaps between reads: none in the answer read at once, one between each two paced deltas.
+  t.equal(moved('agw_run_inter_token_gap_seconds_count'), cancelTokens - 1, 'the tool round is not a gap')
   t.equal(moved('agw_run_cancel_latency_seconds_count'), 1)
   t.ok(moved('agw_run_cancel_latency_seconds_sum') > 0)
   t.equal(moved('agw_upstream_requests_total', { status_class: '2xx' }), 3, 'two rounds of the tool run, one cancelled')

@@ -35,9 +35,9 @@ function slowModel(words: number, delayMs: number) {
         if (delayMs > 0) await sleep(delayMs)
         request.signal.throwIfAborted()
         state.pulled++
-        yield { type: 'text', text: `w${i} ` }
+        yield [{ type: 'text', text: `w${i} ` }]
       }
-      yield { type: 'finish', reason: 'stop' }
+      yield [{ type: 'finish', reason: 'stop' }]
     },
   }
   return { model, requests, state }
@@ -636,9 +636,9 @@ t.test('merging holds at most 64 K characters: then the run stops pulling until 
       for (let i = 0; i < 6; i++) {
         await sleep(5)
         pulled++
-        yield { type: 'text', text: big }
+        yield [{ type: 'text', text: big }]
       }
-      yield { type: 'finish', reason: 'stop' }
+      yield [{ type: 'finish', reason: 'stop' }]
     },
   }
   const { service } = core(t, model)
@@ -1021,12 +1021,12 @@ t.test('tool calls are relayed as status frames', async (t) => {
     name: 'tools',
     async *stream() {
       if (calls++ === 0) {
-        yield { type: 'tool_call', index: 0, id: 'c1', name: 'echo', arguments: '{"text":"hi"}' }
-        yield { type: 'finish', reason: 'tool_calls' }
+        yield [{ type: 'tool_call', index: 0, id: 'c1', name: 'echo', arguments: '{"text":"hi"}' }]
+        yield [{ type: 'finish', reason: 'tool_calls' }]
         return
       }
-      yield { type: 'text', text: 'done' }
-      yield { type: 'finish', reason: 'stop' }
+      yield [{ type: 'text', text: 'done' }]
+      yield [{ type: 'finish', reason: 'stop' }]
     },
   }
   const { service } = core(t, model, { tools: [echo as unknown as Tool] })
@@ -1088,16 +1088,16 @@ t.test('merged text is logged before the next event and before the complete', as
       name: 'merge',
       async *stream() {
         if (calls++ > 0) {
-          yield { type: 'text', text: 'after' }
-          yield { type: 'finish', reason: 'stop' }
+          yield [{ type: 'text', text: 'after' }]
+          yield [{ type: 'finish', reason: 'stop' }]
           return
         }
         for (const text of ['a', 'b', 'c', 'd']) {
           await sleep(5)
-          yield { type: 'text', text }
+          yield [{ type: 'text', text }]
         }
-        if (then === 'tool') yield { type: 'tool_call', index: 0, id: 'c1', name: 'echo', arguments: '{"text":"x"}' }
-        yield { type: 'finish', reason: then === 'tool' ? 'tool_calls' : 'stop' }
+        if (then === 'tool') yield [{ type: 'tool_call', index: 0, id: 'c1', name: 'echo', arguments: '{"text":"x"}' }]
+        yield [{ type: 'finish', reason: then === 'tool' ? 'tool_calls' : 'stop' }]
       },
     }
     const echo = defineTool({ name: 'echo', description: 'echo', parameters: Type.Object({ text: Type.String() }), run: ({ text }) => text })

@@ -4,8 +4,8 @@ import pino from 'pino'
 import type { FastifyBaseLogger } from 'fastify'
 import type { ModelChunk, ModelClient, ModelRequest } from '../../src/agent/models/types.ts'
 
-/** One scripted call: what the model does with the request (yield chunks, throw, wait). */
-export type Behaviour = (request: ModelRequest) => AsyncGenerator<ModelChunk, void, undefined>
+/** One scripted call: what the model does with the request (yield batches of chunks, throw, wait). */
+export type Behaviour = (request: ModelRequest) => AsyncGenerator<ModelChunk[], void, undefined>
 
 export interface FakeModel extends ModelClient {
   /** The requests received, one per call. */
@@ -29,15 +29,18 @@ export function fakeModel(behaviours: Behaviour[]): FakeModel {
 export const text = (value: string): ModelChunk => ({ type: 'text', text: value })
 export const stop: ModelChunk = { type: 'finish', reason: 'stop' }
 
+/** Each chunk its own batch, as a model that sends one chunk per read. */
+async function* oneByOne(chunks: ModelChunk[]): AsyncGenerator<ModelChunk[], void, undefined> {
+  for (const chunk of chunks) yield [chunk]
+}
+
 export function answers(...chunks: ModelChunk[]): Behaviour {
-  return async function* () {
-    yield* chunks
-  }
+  return () => oneByOne(chunks)
 }
 
 export function fails(error: unknown, ...before: ModelChunk[]): Behaviour {
   return async function* () {
-    yield* before
+    yield* oneByOne(before)
     throw error
   }
 }
@@ -45,7 +48,7 @@ export function fails(error: unknown, ...before: ModelChunk[]): Behaviour {
 /** Yields `before`, then waits (honouring the signal the way the real model does) forever. */
 export function stalls(...before: ModelChunk[]): Behaviour {
   return async function* (request) {
-    yield* before
+    yield* oneByOne(before)
     await sleep(60_000, undefined, { signal: request.signal }).catch(() => {
       throw request.signal.reason
     })
@@ -55,7 +58,7 @@ export function stalls(...before: ModelChunk[]): Behaviour {
 /** Like `stalls`, but deaf to its signal: the wrapper must not wait on it. */
 export function hangs(...before: ModelChunk[]): Behaviour {
   return async function* () {
-    yield* before
+    yield* oneByOne(before)
     await sleep(1500)
   }
 }
@@ -67,14 +70,14 @@ export function trickles(every: number, ...chunks: ModelChunk[]): Behaviour {
       await sleep(every, undefined, { signal: request.signal }).catch(() => {
         throw request.signal.reason
       })
-      yield chunk
+      yield [chunk]
     }
   }
 }
 
 export async function collect(model: ModelClient, signal = new AbortController().signal): Promise<ModelChunk[]> {
   const out: ModelChunk[] = []
-  for await (const chunk of model.stream({ messages: [], tools: [], signal })) out.push(chunk)
+  for await (const batch of model.stream({ messages: [], tools: [], signal })) out.push(...batch)
   return out
 }
 

@@ -56,7 +56,7 @@ t.test('a failure after the first chunk is never retried (no duplicate answer)',
   const stream = withRetry(model, options, capturingLogger().log).stream({ messages: [], tools: [], signal: new AbortController().signal })
   await t.rejects(
     (async () => {
-      for await (const chunk of stream) seen.push(chunk)
+      for await (const batch of stream) seen.push(...batch)
     })(),
     { name: 'UpstreamError', failure: 'server' },
   )

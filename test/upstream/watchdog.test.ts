@@ -41,7 +41,7 @@ t.test('silence after content: the idle dog fires', async (t) => {
   const { log, lines } = capturingLogger()
   const stream = withWatchdog(model, limits, log).stream({ messages: [], tools: [], signal: new AbortController().signal })
   const error = await (async () => {
-    for await (const chunk of stream) seen.push(chunk)
+    for await (const batch of stream) seen.push(...batch)
   })().catch((err: unknown) => err)
   t.match(error, { failure: 'timeout', message: /UPSTREAM_IDLE_TIMEOUT_MS/ })
   t.same(seen, [text('Hel')])
@@ -71,9 +71,9 @@ t.test('time the caller spends on a usage chunk is not upstream silence either',
   const model = fakeModel([answers(text('a'), usage, text('b'), stop)])
   const stream = withWatchdog(model, limits, capturingLogger().log).stream({ messages: [], tools: [], signal: new AbortController().signal })
   const seen: ModelChunk[] = []
-  for await (const chunk of stream) {
-    seen.push(chunk)
-    if (chunk.type === 'usage') await sleep(limits.idleTimeoutMs * 2)
+  for await (const batch of stream) {
+    seen.push(...batch)
+    if (batch.some((chunk) => chunk.type === 'usage')) await sleep(limits.idleTimeoutMs * 2)
   }
   t.same(seen, [text('a'), usage, text('b'), stop])
 })
@@ -82,8 +82,8 @@ t.test('time the caller spends on a chunk (a slow client) is not upstream silenc
   const model = fakeModel([answers(text('a'), text('b'), stop)])
   const stream = withWatchdog(model, limits, capturingLogger().log).stream({ messages: [], tools: [], signal: new AbortController().signal })
   const seen: ModelChunk[] = []
-  for await (const chunk of stream) {
-    seen.push(chunk)
+  for await (const batch of stream) {
+    seen.push(...batch)
     await sleep(limits.idleTimeoutMs * 2)
   }
   t.same(seen, [text('a'), text('b'), stop])
@@ -128,15 +128,15 @@ t.test('a caller that stops early closes the inner stream', async (t) => {
   const model = fakeModel([
     async function* () {
       try {
-        yield text('a')
-        yield text('b')
+        yield [text('a')]
+        yield [text('b')]
       } finally {
         closed = true
       }
     },
   ])
-  for await (const chunk of withWatchdog(model, limits, capturingLogger().log).stream({ messages: [], tools: [], signal: new AbortController().signal })) {
-    t.same(chunk, text('a'))
+  for await (const batch of withWatchdog(model, limits, capturingLogger().log).stream({ messages: [], tools: [], signal: new AbortController().signal })) {
+    t.same(batch, [text('a')])
     break
   }
   t.equal(model.calls[0]?.signal.aborted, true, 'inner request aborted')
@@ -152,7 +152,7 @@ t.test('an inner stream without return() (a bare AsyncIterator) is left alone af
       [Symbol.asyncIterator]: () => ({
         next: () => {
           nexts++
-          return new Promise<IteratorResult<ModelChunk>>(() => {})
+          return new Promise<IteratorResult<ModelChunk[]>>(() => {})
         },
       }),
     }),

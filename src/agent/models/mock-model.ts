@@ -65,7 +65,7 @@ export function createMockModel(options: { tokenDelayMs: number }): ModelClient 
   let calls = 0
   return {
     name: 'mock',
-    async *stream(request: ModelRequest): AsyncIterable<ModelChunk> {
+    async *stream(request: ModelRequest): AsyncIterable<ModelChunk[]> {
       const { signal } = request
       // Like the openai model, a cancel surfaces as the signal's reason (not timers' AbortError).
       const pause = () =>
@@ -76,17 +76,21 @@ export function createMockModel(options: { tokenDelayMs: number }): ModelClient 
       await pause()
       if (answer.toolCall) {
         const id = `call_mock_${++calls}`
-        yield { type: 'tool_call', index: 0, id, name: answer.toolCall.name, arguments: answer.toolCall.arguments }
-        yield { type: 'finish', reason: 'tool_calls' }
+        yield [
+          { type: 'tool_call', index: 0, id, name: answer.toolCall.name, arguments: answer.toolCall.arguments },
+          { type: 'finish', reason: 'tool_calls' },
+        ]
         return
       }
       const tokens = words(answer.text)
       for (const [index, token] of tokens.entries()) {
         if (index > 0) await pause()
-        yield { type: 'text', text: token }
+        yield [{ type: 'text', text: token }]
       }
-      yield { type: 'usage', usage: { prompt_tokens: countWords(request.messages), completion_tokens: tokens.length } }
-      yield { type: 'finish', reason: 'stop' }
+      yield [
+        { type: 'usage', usage: { prompt_tokens: countWords(request.messages), completion_tokens: tokens.length } },
+        { type: 'finish', reason: 'stop' },
+      ]
     },
   }
 }

@@ -2,8 +2,8 @@ import OpenAI from 'openai'
 import type { FastifyBaseLogger } from 'fastify'
 import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions'
 import { UpstreamError, type UpstreamFailure } from '../upstream-error.ts'
+import { readChatStream, type ChatStreamState } from './chat-stream.ts'
 import { createChunkReader } from './chunk-reader.ts'
-import { createSentinelFetch } from './done-sentinel.ts'
 import { inBandStatus } from './in-band-error.ts'
 import type { ModelChunk, ModelClient, ModelRequest } from './types.ts'
 
@@ -69,14 +69,28 @@ export function classifyError(error: unknown): UpstreamError {
   return new UpstreamError('connection', 'the connection to the model server broke', { cause: error })
 }
 
+/** Appends `chunk`, joined to the text before it when both are text: one read, one text chunk. */
+function appendChunk(out: ModelChunk[], chunk: ModelChunk): void {
+  const last = out.at(-1)
+  if (chunk.type === 'text' && last?.type === 'text') {
+    last.text += chunk.text
+    last.deltas = (last.deltas ?? 1) + 1
+  } else {
+    out.push(chunk)
+  }
+}
+
 /**
- * The official SDK against any OpenAI-compatible server. Retries are ours (one layer, before
- * the first token), so the SDK's own are off; the run's signal closes the HTTP request.
+ * The official SDK against any OpenAI-compatible server: it builds and sends the request,
+ * authenticates, and turns an HTTP failure into its errors; the event stream of the answer is
+ * read here, a network read at a time (chat-stream.ts), where the SDK's iterator would spend
+ * several promises per token. Retries are ours (one layer, before the first token), so the
+ * SDK's own are off; the run's signal closes the HTTP request.
  */
 export function createOpenAIModel(options: OpenAIModelOptions): ModelClient {
-  const sentinel = createSentinelFetch()
+  const streamLog = options.log?.child({ component: 'openai-stream' })
+  const onMalformed = streamLog ? (excerpt: string) => streamLog.warn({ excerpt }, 'the model server sent an event that is not a JSON object') : undefined
   const client = new OpenAI({
-    fetch: sentinel.fetch,
     // Local compatible servers (Ollama, llama.cpp) take no key, but the SDK insists on one.
     apiKey: options.apiKey ?? 'no-key',
     ...(options.baseURL ? { baseURL: options.baseURL } : {}),
@@ -86,12 +100,12 @@ export function createOpenAIModel(options: OpenAIModelOptions): ModelClient {
   })
   return {
     name: 'openai',
-    async *stream(request: ModelRequest): AsyncIterable<ModelChunk> {
+    async *stream(request: ModelRequest): AsyncIterable<ModelChunk[]> {
       const { signal } = request
       let finished = false
       let responded = false
       try {
-        const { data: stream, response } = await client.chat.completions.create(
+        const response = await client.chat.completions.create(
           {
             model: options.model,
             messages: request.messages as ChatCompletionMessageParam[],
@@ -100,23 +114,36 @@ export function createOpenAIModel(options: OpenAIModelOptions): ModelClient {
             ...(request.tools.length > 0 ? { tools: request.tools } : {}),
           },
           { signal },
-        ).withResponse()
+        ).asResponse()
         responded = true
         options.observer?.request(response.status)
         const reader = createChunkReader()
-        for await (const chunk of stream) {
-          for (const out of reader.read(chunk)) {
-            if (out.type === 'finish') finished = true
-            else if (out.type === 'reasoning') options.observer?.reasoningDelta?.()
-            yield out
+        const state: ChatStreamState = { done: false }
+        for await (const chunks of readChatStream(response, state, onMalformed)) {
+          const batch: ModelChunk[] = []
+          let failure: unknown
+          try {
+            for (const chunk of chunks) {
+              for (const out of reader.read(chunk)) {
+                if (out.type === 'finish') finished = true
+                else if (out.type === 'reasoning') options.observer?.reasoningDelta?.()
+                appendChunk(batch, out)
+              }
+            }
+          } catch (error) {
+            failure = error
           }
+          // What the read held before a broken chunk is relayed first, as if it had come alone.
+          if (batch.length > 0) yield batch
+          if (failure !== undefined) throw failure
         }
-        yield* reader.end()
+        const rest = reader.end()
         // `[DONE]` without a finish_reason (some servers never send one): the answer is whole.
-        if (!finished && sentinel.sawDone(response)) {
+        if (!finished && state.done) {
           finished = true
-          yield { type: 'finish', reason: 'stop' }
+          rest.push({ type: 'finish', reason: 'stop' })
         }
+        if (rest.length > 0) yield rest
       } catch (error) {
         if (signal.aborted) {
           if (!responded) options.observer?.request('aborted')
@@ -126,7 +153,6 @@ export function createOpenAIModel(options: OpenAIModelOptions): ModelClient {
         if (!responded) options.observer?.request(failure.status ?? 'network')
         throw failure
       }
-      // The SDK returns quietly both on abort and when the body ends without [DONE].
       if (signal.aborted) throw signal.reason
       if (!finished) throw new UpstreamError('truncated', 'the model stream ended before the answer finished')
     },

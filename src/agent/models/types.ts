@@ -13,7 +13,8 @@ export interface ModelRequest {
 }
 
 export type ModelChunk =
-  | { type: 'text'; text: string }
+  /** `deltas`: how many of the model's deltas the text joins (those of one read), 1 when absent. */
+  | { type: 'text'; text: string; deltas?: number }
   /** The model thinking aloud (`reasoning_content` or `reasoning` deltas): relayed on request, never part of the answer. */
   | { type: 'reasoning'; text: string }
   /**
@@ -27,6 +28,10 @@ export type ModelChunk =
 /** One interface for every model: the official SDK against any compatible server, or the offline mock. */
 export interface ModelClient {
   readonly name: string
-  /** Ends normally only after the model said it finished; throws UpstreamError on any failure. */
-  stream(request: ModelRequest): AsyncIterable<ModelChunk>
+  /**
+   * The chunks that arrived together (one upstream read), never an empty array: a read of a
+   * fast model holds dozens, and every layer above handles them in one step, not one promise
+   * each. Ends normally only after the model said it finished; throws UpstreamError on any failure.
+   */
+  stream(request: ModelRequest): AsyncIterable<ModelChunk[]>
 }

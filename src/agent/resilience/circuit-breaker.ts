@@ -103,16 +103,16 @@ export class CircuitBreaker {
 export function withCircuitBreaker(model: ModelClient, breaker: CircuitBreaker): ModelClient {
   return {
     name: model.name,
-    async *stream(request: ModelRequest): AsyncIterable<ModelChunk> {
+    async *stream(request: ModelRequest): AsyncIterable<ModelChunk[]> {
       let admission = breaker.admit()
       let settled = false
       try {
-        for await (const chunk of model.stream(request)) {
+        for await (const batch of model.stream(request)) {
           if (admission.probe) {
             breaker.succeeded(admission)
             admission = { probe: false }
           }
-          yield chunk
+          yield batch
         }
         settled = true
         breaker.succeeded(admission)

@@ -42,15 +42,15 @@ export function retryDelayMs(error: UpstreamError, retry: number, options: Retry
 export function withRetry(model: ModelClient, options: RetryOptions, log: FastifyBaseLogger): ModelClient {
   return {
     name: model.name,
-    async *stream(request: ModelRequest): AsyncIterable<ModelChunk> {
+    async *stream(request: ModelRequest): AsyncIterable<ModelChunk[]> {
       const { signal } = request
       const started = Date.now()
       for (let retry = 0; ; retry++) {
         let yielded = false
         try {
-          for await (const chunk of model.stream(request)) {
+          for await (const batch of model.stream(request)) {
             yielded = true
-            yield chunk
+            yield batch
           }
           return
         } catch (err) {

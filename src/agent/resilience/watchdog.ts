@@ -5,7 +5,7 @@ import { UpstreamError } from '../upstream-error.ts'
 export interface WatchdogOptions {
   /** From the call to its first content chunk (everything inside, retries included). */
   firstTokenTimeoutMs: number
-  /** Between content chunks after the first (usage chunks do not count); time the caller spends on a chunk is not counted. */
+  /** Between content chunks after the first (usage chunks do not count); time the caller spends on a batch is not counted. */
   idleTimeoutMs: number
   /** From the first call made with a run's signal, across all the run's calls. */
   runTimeoutMs: number
@@ -15,8 +15,8 @@ export interface WatchdogOptions {
  * Content is what the model says or thinks (a reasoning model may think for minutes before
  * its first word); usage, finish and SSE keep-alive comments do not feed the dog.
  */
-function isContent(chunk: ModelChunk): boolean {
-  return chunk.type === 'text' || chunk.type === 'reasoning' || chunk.type === 'tool_call'
+function hasContent(batch: ModelChunk[]): boolean {
+  return batch.some((chunk) => chunk.type === 'text' || chunk.type === 'reasoning' || chunk.type === 'tool_call')
 }
 
 /**
@@ -29,7 +29,7 @@ export function withWatchdog(model: ModelClient, options: WatchdogOptions, log: 
   const runDeadlines = new WeakMap<AbortSignal, number>()
   return {
     name: model.name,
-    async *stream(request: ModelRequest): AsyncIterable<ModelChunk> {
+    async *stream(request: ModelRequest): AsyncIterable<ModelChunk[]> {
       const started = Date.now()
       let runDeadline = runDeadlines.get(request.signal)
       if (runDeadline === undefined) runDeadlines.set(request.signal, (runDeadline = started + options.runTimeoutMs))
@@ -57,7 +57,7 @@ export function withWatchdog(model: ModelClient, options: WatchdogOptions, log: 
       }
       const iterator = model.stream({ ...request, signal: AbortSignal.any([request.signal, watchdog.signal]) })[Symbol.asyncIterator]()
       let contentSeen = false
-      /** When the idle dog fires: moved by content only, and by the time the caller holds a chunk. */
+      /** When the idle dog fires: moved by content only, and by the time the caller holds a batch. */
       let idleDeadline = 0
       let innerDone = false
       let failure: unknown
@@ -70,7 +70,7 @@ export function withWatchdog(model: ModelClient, options: WatchdogOptions, log: 
             innerDone = true
             return
           }
-          const content = isContent(next.value)
+          const content = hasContent(next.value)
           contentSeen ||= content
           const heldAt = Date.now()
           yield next.value

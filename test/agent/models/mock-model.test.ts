@@ -10,9 +10,9 @@ function request(messages: HistoryMessage[], tools: OpenAITool[] = bothTools, si
   return { messages, tools, signal }
 }
 
-async function collect(stream: AsyncIterable<ModelChunk>): Promise<ModelChunk[]> {
+async function collect(stream: AsyncIterable<ModelChunk[]>): Promise<ModelChunk[]> {
   const chunks: ModelChunk[] = []
-  for await (const chunk of stream) chunks.push(chunk)
+  for await (const batch of stream) chunks.push(...batch)
   return chunks
 }
 
@@ -98,8 +98,8 @@ t.test('paced by tokenDelayMs, and an abort ends it with the signal reason', asy
   const got: ModelChunk[] = []
   const started = performance.now()
   const consumed = (async () => {
-    for await (const chunk of model.stream(request([{ role: 'user', content: 'one two three four five' }], [], controller.signal))) {
-      got.push(chunk)
+    for await (const batch of model.stream(request([{ role: 'user', content: 'one two three four five' }], [], controller.signal))) {
+      got.push(...batch)
       if (got.length === 2) controller.abort(reason)
     }
   })()

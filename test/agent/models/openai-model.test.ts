@@ -36,8 +36,8 @@ function request(signal = new AbortController().signal, withTools = false): Mode
   return { messages: [{ role: 'system', content: 'sys' }, { role: 'user', content: 'hi' }], tools: withTools ? tools : [], signal }
 }
 
-async function collect(stream: AsyncIterable<ModelChunk>, chunks: ModelChunk[] = []): Promise<ModelChunk[]> {
-  for await (const chunk of stream) chunks.push(chunk)
+async function collect(stream: AsyncIterable<ModelChunk[]>, chunks: ModelChunk[] = []): Promise<ModelChunk[]> {
+  for await (const batch of stream) chunks.push(...batch)
   return chunks
 }
 
@@ -50,12 +50,22 @@ async function failure(promise: Promise<unknown>): Promise<UpstreamError> {
   throw new Error('expected a failure')
 }
 
+/** Consecutive text chunks as one: how the upstream's writes fell into reads is the network's business. */
+function joinTexts(chunks: ModelChunk[]): ModelChunk[] {
+  const out: ModelChunk[] = []
+  for (const chunk of chunks) {
+    const last = out.at(-1)
+    if (chunk.type === 'text' && last?.type === 'text') out[out.length - 1] = { type: 'text', text: last.text + chunk.text }
+    else out.push(chunk.type === 'text' ? { type: 'text', text: chunk.text } : chunk)
+  }
+  return out
+}
+
 t.test('streams text, usage and finish; sends what the upstream expects', async (t) => {
   const { up, model, outcomes } = await setup(t, () => ({ steps: textSteps('Hi there', { usage: { prompt_tokens: 5, completion_tokens: 2 } }) }))
   t.equal(model.name, 'openai')
-  t.same(await collect(model.stream(request())), [
-    { type: 'text', text: 'Hi' },
-    { type: 'text', text: ' there' },
+  t.same(joinTexts(await collect(model.stream(request()))), [
+    { type: 'text', text: 'Hi there' },
     { type: 'finish', reason: 'stop' },
     { type: 'usage', usage: { prompt_tokens: 5, completion_tokens: 2 } },
   ])
@@ -99,13 +109,23 @@ t.test('legacy finish_reason function_call is a tool_calls finish', async (t) =>
 })
 
 t.test('a body that ends before the model finished: UpstreamError truncated', async (t) => {
-  const { model } = await setup(t, () => ({ steps: [{ text: 'par' }, { text: 'tial' }] }))
+  const { model } = await setup(t, () => ({ steps: [{ text: 'par' }, { delayMs: 20 }, { text: 'tial' }] }))
   const got: ModelChunk[] = []
   const error = await failure(collect(model.stream(request()), got))
   t.ok(error instanceof UpstreamError)
   t.equal(error.failure, 'truncated')
   t.equal(error.retryable, true)
   t.same(got.map((c) => (c.type === 'text' ? c.text : c.type)), ['par', 'tial'], 'what came first was yielded')
+})
+
+t.test('the chunks of one upstream read come as one batch, their text joined; reads apart stay apart', async (t) => {
+  const event = (content: string) => `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content } }] })}\n\n`
+  const { model } = await setup(t, () => ({
+    steps: [{ raw: event('a') + event('b') + event('c') }, { delayMs: 20 }, { raw: event('d') }, { delayMs: 20 }, { finish: 'stop' }, { done: true }],
+  }))
+  const batches: ModelChunk[][] = []
+  for await (const batch of model.stream(request())) batches.push(batch)
+  t.same(batches, [[{ type: 'text', text: 'abc', deltas: 3 }], [{ type: 'text', text: 'd' }], [{ type: 'finish', reason: 'stop' }]], 'the joined text says how many deltas it holds')
 })
 
 t.test('reasoning deltas stream as reasoning chunks; an observer without the reasoning hook is fine', async (t) => {
@@ -143,7 +163,18 @@ t.test('abort: throws the signal reason and closes the request', async (t) => {
     const controller = new AbortController()
     const reason = new Error('stop')
     const consumed = (async () => {
-      for await (const chunk of model.stream(request(controller.signal))) if (chunk.type === 'text') controller.abort(reason)
+      for await (const batch of model.stream(request(controller.signal))) if (batch.some((chunk) => chunk.type === 'text')) controller.abort(reason)
+    })()
+    t.equal(await failure(consumed), reason)
+  })
+
+  t.test('after the last chunk, while the caller holds it', async (t) => {
+    // [DONE] without a finish_reason: the finish is the last batch, made after the body ended.
+    const { model } = await setup(t, () => ({ steps: [{ text: 'a' }, { done: true }] }))
+    const controller = new AbortController()
+    const reason = new Error('too late, still cancelled')
+    const consumed = (async () => {
+      for await (const batch of model.stream(request(controller.signal))) if (batch.some((chunk) => chunk.type === 'finish')) controller.abort(reason)
     })()
     t.equal(await failure(consumed), reason)
   })
@@ -224,13 +255,28 @@ t.test('connection and stream failures are classified', async (t) => {
     t.equal(error.message, 'the connection to the model server broke')
   })
 
-  t.test('a malformed chunk; the SDK logs it through our logger, not the console', async (t) => {
+  t.test('a malformed chunk: logged through our logger with an excerpt, not to the console', async (t) => {
     const lines: string[] = []
     const log = pino({ level: 'debug' }, { write: (line: string) => void lines.push(line) }) as unknown as FastifyBaseLogger
-    const { model } = await setup(t, () => ({ steps: [{ text: 'a' }, { raw: 'data: {nope\n\n' }] }), { log })
-    const error = await failure(collect(model.stream(request())))
+    const { model } = await setup(t, () => ({ steps: [{ text: 'a' }, { raw: `data: {nope${'x'.repeat(500)}\n\n` }] }), { log })
+    const got: ModelChunk[] = []
+    const error = await failure(collect(model.stream(request()), got))
     t.equal(error.failure, 'malformed')
-    t.ok(lines.some((line) => line.includes('openai-sdk')), 'logged by the SDK child logger')
+    t.same(joinTexts(got), [{ type: 'text', text: 'a' }], 'the text before it was relayed')
+    const logged = lines.map((line) => JSON.parse(line) as Record<string, unknown>).find((line) => line.component === 'openai-stream')
+    t.match(logged, { level: 40, excerpt: /^\{nopex+$/ })
+    t.equal((logged?.excerpt as string).length, 200, 'an excerpt, not the whole event')
+  })
+
+  t.test('a chunk that is JSON but not an object is malformed too', async (t) => {
+    const { model } = await setup(t, () => ({ steps: [{ raw: 'data: null\n\n' }] }))
+    t.equal((await failure(collect(model.stream(request())))).failure, 'malformed')
+  })
+
+  t.test('an `error` event inside the stream', async (t) => {
+    const { model } = await setup(t, () => ({ steps: [{ raw: `event: error\ndata: ${JSON.stringify({ message: 'quota', code: 'insufficient_quota' })}\n\n` }] }))
+    const error = await failure(collect(model.stream(request())))
+    t.equal(error.failure, 'rate_limited')
   })
 
   t.test('an error object inside the stream', async (t) => {
