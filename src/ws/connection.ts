@@ -40,7 +40,9 @@ export interface ConnectionOptions {
   claims: Claims
   sessions: SessionService
   verifyToken: (token: string) => Verified
+  /** The instance's logger: the connection's one child of it carries the upgrade's request id. */
   log: FastifyBaseLogger
+  requestId: string
   limits: ConnectionLimits
   /** Called before a valid frame is served; a ProtocolError it throws is the answer. */
   admit?: (connection: Connection, frame: ClientFrame) => Promise<void> | void
@@ -101,7 +103,7 @@ export class Connection implements Watcher {
     this.#options = options
     this.socket = options.socket
     this.userId = options.claims.sub
-    this.log = options.log.child({ connId: this.id, userId: this.userId })
+    this.log = options.log.child({ reqId: options.requestId, connId: this.id, userId: this.userId })
     this.watching = new WatchList(options.limits.maxWatched)
     this.#flow = new SocketFlow(this.socket, options.limits.flow, (violation) => this.#onFlowViolation(violation))
     this.#frames = new FrameQueue({

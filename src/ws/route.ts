@@ -5,7 +5,7 @@ import { CloseCode, CloseReason } from '../protocol/index.ts'
 import type { Config } from '../config.ts'
 import { Connection, closeSocket } from './connection.ts'
 import type { ClientFrame } from '../protocol/index.ts'
-import { onSocketError } from './socket-errors.ts'
+import { onSocketError, releaseHandshake } from './socket-errors.ts'
 import { selectSubprotocol } from './subprotocol.ts'
 import { admittedClaims, connectionLimits, refuseWhileDraining, startHeartbeat, UpgradeQuery } from './upgrade.ts'
 
@@ -63,7 +63,8 @@ async function agentRoute(app: FastifyInstance, options: AgentRouteOptions) {
         claims,
         sessions: app.sessions,
         verifyToken: app.verifyToken,
-        log: request.log,
+        log: app.log,
+        requestId: request.id,
         limits: {
           ...connectionLimits(app, config),
           invalidFrameLimit: app.guards.invalidFrames.limit,
@@ -74,6 +75,7 @@ async function agentRoute(app: FastifyInstance, options: AgentRouteOptions) {
         observer: app.metrics.connectionObserver,
       })
       connections.add(connection)
+      releaseHandshake(socket, connection.log)
     },
   )
 }

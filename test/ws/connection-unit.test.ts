@@ -46,6 +46,7 @@ function connection(socket: FakeSocket, expSeconds: number): Connection {
   return new Connection({
     socket: socket as unknown as WebSocket,
     claims: { sub: 'alice', exp: expSeconds },
+    requestId: 'req-1',
     sessions: {} as unknown as SessionService,
     verifyToken: () => ({ ok: false, reason: 'invalid token' }),
     log: silent,

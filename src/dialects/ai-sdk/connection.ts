@@ -27,7 +27,9 @@ export interface AiSdkConnectionOptions {
   socket: WebSocket
   claims: Claims
   sessions: SessionService
+  /** The instance's logger: the connection's one child of it carries the upgrade's request id. */
   log: FastifyBaseLogger
+  requestId: string
   limits: AiSdkLimits
   /** The rate limit, before each frame is served; a ProtocolError it throws is the answer. */
   admit?: (connection: { userId: string }) => Promise<void> | void
@@ -70,7 +72,7 @@ export class AiSdkConnection implements Watcher {
     this.#options = options
     this.socket = options.socket
     this.userId = options.claims.sub
-    this.log = options.log.child({ connId: this.id, userId: this.userId, dialect: 'ai-sdk' })
+    this.log = options.log.child({ reqId: options.requestId, connId: this.id, userId: this.userId, dialect: 'ai-sdk' })
     this.watching = new WatchList(options.limits.maxWatched)
     this.#flow = new SocketFlow(this.socket, options.limits.flow, (violation) => this.#onFlowViolation(violation))
     // Listeners first, synchronously: a frame sent right after the handshake must not be lost.

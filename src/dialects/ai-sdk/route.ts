@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance } from 'fastify'
 import { CloseCode, CloseReason } from '../../protocol/index.ts'
 import type { Config } from '../../config.ts'
+import { releaseHandshake } from '../../ws/socket-errors.ts'
 import { admittedClaims, connectionLimits, refuseWhileDraining, startHeartbeat, UpgradeQuery } from '../../ws/upgrade.ts'
 import { AiSdkConnection } from './connection.ts'
 import { AI_SDK_PATH } from './frames.ts'
@@ -45,13 +46,15 @@ async function aiSdkRoute(app: FastifyInstance, options: { config: Config }) {
         socket,
         claims,
         sessions: app.sessions,
-        log: request.log,
+        log: app.log,
+        requestId: request.id,
         limits: connectionLimits(app, config),
         admit: app.guards.admit,
         onClose: (closed) => connections.delete(closed),
         observer: app.metrics.connectionObserver,
       })
       connections.add(connection)
+      releaseHandshake(socket, connection.log)
     },
   )
 }

@@ -53,6 +53,7 @@ function open(sessions: Partial<SessionService>, options: Partial<AiSdkConnectio
   const connection = new AiSdkConnection({
     socket: socket as unknown as WebSocket,
     claims: { sub: 'alice', exp },
+    requestId: 'req-1',
     sessions: sessions as SessionService,
     log: silent,
     limits: { maxContentChars: 100, maxPendingFrames: 10, maxWatched: 4, flow: { highWaterMark: 10, maxBufferedBytes: 100, slowClientTimeoutMs: 50 } },

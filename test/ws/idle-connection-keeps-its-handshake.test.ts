@@ -1,0 +1,37 @@
+import t from 'tap'
+import v8 from 'node:v8'
+import vm from 'node:vm'
+import type { IncomingMessage } from 'node:http'
+import { startApp, signToken } from '../helpers/app.ts'
+import { connect, bearer } from '../helpers/ws-client.ts'
+import { aiSdkUrl } from '../dialects/ai-sdk/helpers.ts'
+
+v8.setFlagsFromString('--expose-gc')
+const gc = vm.runInNewContext('gc') as () => void
+
+/**
+ * Regression: an open connection kept its upgrade's HTTP objects for its whole life (the
+ * request with its headers and bearer token, the reply, the ServerResponse), about 3 KB per
+ * idle connection, through @fastify/websocket's error listener, the socket's link to the
+ * response and the connection-slot release. The IncomingMessage is reachable from each of
+ * them, so its collection shows all three let go.
+ */
+for (const dialect of ['agent', 'ai-sdk'] as const) {
+  t.test(`an idle ${dialect} connection lets its handshake go`, async (t) => {
+    const { app, wsUrl } = await startApp(t)
+    const upgrades: Array<WeakRef<IncomingMessage>> = []
+    app.server.on('upgrade', (request: IncomingMessage) => upgrades.push(new WeakRef(request)))
+    const client = await connect(t, dialect === 'agent' ? wsUrl : aiSdkUrl(wsUrl), bearer(signToken('alice')))
+    if (dialect === 'agent') {
+      client.send({ type: 'ping' })
+      await client.nextOfType('pong')
+    }
+    for (let i = 0; i < 3 && upgrades[0]?.deref(); i++) {
+      await new Promise((resolve) => setImmediate(resolve))
+      gc()
+    }
+    t.equal(upgrades.length, 1)
+    t.equal(upgrades[0]?.deref(), undefined, 'the upgrade request was collected while the connection is open')
+    t.equal(app.connections.size + app.aiSdkConnections.size, 1, 'and the connection is still open')
+  })
+}
