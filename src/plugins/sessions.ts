@@ -79,6 +79,7 @@ async function sessionsPlugin(app: FastifyInstance, options: SessionsPluginOptio
     subscriptions,
     leases,
     observer,
+    log: app.log,
     config: {
       instanceId,
       leaseMs: config.RUN_LEASE_MS,

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
+import type { FastifyBaseLogger } from 'fastify'
 import { ErrorCode, ProtocolError, type ClientTool, type OnBusy, type PendingCall, type StatusResumed } from '../protocol/index.ts'
-import { refKey, type Backend, type RunInput, type SessionPage, type SessionRecord, type SessionRef, type ToolAnswer } from '../store/types.ts'
+import { refKey, type ActiveRun, type Backend, type RunInput, type SessionPage, type SessionRecord, type SessionRef, type ToolAnswer } from '../store/types.ts'
 import { checkClientTools } from './client-tools.ts'
 import { beginAndWatch, type BeginRunDeps } from './begin-run.ts'
 import type { LeaseSweeper } from './lease-sweeper.ts'
@@ -29,6 +30,7 @@ export interface SessionServiceOptions {
   leases?: LeaseSweeper | undefined
   observer?: RunObserver | undefined
   config: SessionServiceConfig
+  log: FastifyBaseLogger
 }
 
 export interface ChatRequest {
@@ -70,6 +72,10 @@ export class SessionService {
   readonly #observer: RunObserver | undefined
   readonly #config: SessionServiceConfig
   readonly #runDeps: BeginRunDeps
+  readonly #log: FastifyBaseLogger
+  /** Cancels followed until the run they stop has ended elsewhere; stopped by the drain. */
+  readonly #following = new Set<Promise<void>>()
+  readonly #drained = new AbortController()
 
   constructor(options: SessionServiceOptions) {
     this.#backend = options.backend
@@ -78,6 +84,7 @@ export class SessionService {
     this.#leases = options.leases
     this.#observer = options.observer
     this.#config = options.config
+    this.#log = options.log
     this.#runDeps = { backend: this.#backend, executor: this.#executor, subscriptions: this.#subscriptions, leases: this.#leases, config: this.#config }
   }
 
@@ -153,8 +160,16 @@ export class SessionService {
   /** Cancels the session's active run; with `runId`, only when that is the active one. */
   async cancel(owner: string, sessionId: string, runId?: string): Promise<void> {
     const session = await this.#find(owner, sessionId)
-    if (!session.active || (runId !== undefined && session.active.runId !== runId)) throw new ProtocolError(ErrorCode.noActiveRun, undefined, { sessionId })
-    await this.#executor.abort(refOf(session), session.active, 'cancel')
+    const { active } = session
+    if (!active || (runId !== undefined && active.runId !== runId)) throw new ProtocolError(ErrorCode.noActiveRun, undefined, { sessionId })
+    const ref = refOf(session)
+    await this.#executor.abort(ref, active, 'cancel')
+    if (this.#executor.isLocal(ref, active.runId)) return
+    // Published to the run's holder, which may be none right now (it died; the lease has not lapsed).
+    const following = this.#remoteRunEnded(ref, active, 'cancel')
+      .catch((err: unknown) => this.#log.warn({ err, sessionId, userId: owner, runId: active.runId }, 'could not follow the cancel of a run held elsewhere'))
+      .finally(() => this.#following.delete(following))
+    this.#following.add(following)
   }
 
   /** Replays held events after `lastSeq` under the socket's backpressure, answers `status:resumed`, then streams live. */
@@ -220,30 +235,43 @@ export class SessionService {
       await this.#backend.sessions.clearQueue(ref)
       const { runId } = session.active
       await this.#executor.abort(ref, session.active, 'deleted')
-      await (this.#executor.whenDone(ref, runId) ?? this.#remoteRunEnded(ref, runId))
+      await (this.#executor.whenDone(ref, runId) ?? this.#remoteRunEnded(ref, session.active, 'deleted'))
     }
     await this.#backend.sessions.delete(ref)
   }
 
-  /** Polls until another instance's run is over (its lease lapsing counts); bounded by two leases. */
-  async #remoteRunEnded(ref: SessionRef, runId: string): Promise<void> {
+  /**
+   * Polls until run `told` of another instance is over (its lease lapsing counts), bounded by
+   * two leases. The stop was published to the run's holder; a run that changes hands meanwhile
+   * (a dead instance's waiting run, adopted once its lease lapsed, by any instance's sweeper)
+   * has its new holder told again, and a lapsed one nobody took is adopted here to be ended.
+   */
+  async #remoteRunEnded(ref: SessionRef, told: ActiveRun, cause: 'cancel' | 'deleted'): Promise<void> {
+    const { runId } = told
+    let toldFence = told.fence
     const deadline = Date.now() + 2 * this.#config.leaseMs
-    while (Date.now() < deadline) {
+    while (Date.now() < deadline && !this.#drained.signal.aborted) {
       const active = await this.#backend.sessions.activeRun(ref)
       if (active?.runId !== runId) return
       if (await this.#leases?.endIfExpired(ref, active)) return
       // A waiting run whose instance is gone is adopted (here, or by this instance's sweeper meanwhile) and ended here.
-      if (this.#executor.isLocal(ref, runId) || (active.leaseExpiresAt <= Date.now() && (await this.#executor.adopt(ref, active, 'deleted')))) {
-        await this.#executor.abort(ref, active, 'deleted')
+      if (this.#executor.isLocal(ref, runId) || (active.leaseExpiresAt <= Date.now() && (await this.#executor.adopt(ref, active, cause)))) {
+        await this.#executor.abort(ref, active, cause)
         return this.#executor.whenDone(ref, runId)
       }
-      await sleep(25)
+      if (active.fence !== toldFence) {
+        toldFence = active.fence
+        await this.#executor.abort(ref, active, cause)
+      }
+      await sleep(25, undefined, { signal: this.#drained.signal }).catch(() => {})
     }
   }
 
   /** Shutdown: runs get `graceMs` to finish, then are cancelled. */
   async drain(graceMs: number): Promise<void> {
     this.#leases?.stop()
+    this.#drained.abort()
+    await Promise.all(this.#following)
     await this.#executor.drain(graceMs)
   }
 }

@@ -185,6 +185,7 @@ function core(t: Teardown, model: ModelClient, options: CoreOptions = {}) {
     subscriptions,
     leases,
     observer: options.observer,
+    log,
     config: {
       instanceId: config.instanceId,
       leaseMs: config.leaseMs,
@@ -537,6 +538,37 @@ t.test('with a lease sweeper: a dead instance’s run is ended as interrupted by
   // A lease not yet expired is busy.
   await ghostRun(backend, 'alice', 'alive', 60_000)
   await t.rejects(service.chat(alice, chat('alive')), { code: 'busy' })
+})
+
+t.test("a stop published while nobody held the run is told again to the instance that adopts it; the drain stops following", async (t) => {
+  const backend = memory()
+  t.teardown(() => backend.close())
+  const { service } = core(t, slowModel(1, 0).model, { backend })
+  const cancels: string[] = []
+  backend.control.onMessage((message) => void (message.kind === 'cancel' && cancels.push(message.runId)))
+  const { ref, runId } = await ghostRun(backend, 'alice', 'handed', 60_000)
+  await service.cancel('alice', 'handed')
+  await waitFor(() => cancels.length === 1)
+  // The dead holder's waiting run lapses and another instance adopts it (its sweeper, say).
+  const call = { call_id: 'a', tool: 'calculate', arguments: {}, kind: 'approval' as const, expires_at: new Date(Date.now() + 60_000).toISOString() }
+  const waiting = { round: 0, messages: [], content: 'half ', reasoning: '', calls: { a: { state: 'waiting' as const, pending: call } } }
+  t.ok(await backend.sessions.addPending(ref, runId, waiting, 'a'))
+  t.ok(await backend.sessions.parkRun(ref, runId))
+  const fence = `${runId}~third`
+  t.ok(await backend.sessions.adoptRun(ref, runId, { instanceId: 'third', leaseMs: 60_000, fence }), 'adopted elsewhere')
+  await waitFor(() => cancels.length === 2)
+  t.same(cancels, [runId, runId], 'the new holder was told too')
+  const complete = { type: 'complete', session_id: 'handed', content: 'half ', metadata: { run_id: runId, finish_reason: 'cancelled' } } as never
+  t.ok(await backend.sessions.finishRun(ref, { runId: fence, instanceId: 'third', leaseMs: 60_000, event: complete, messages: [], maxMessages: 50 }))
+  await sleep(60)
+  t.equal(cancels.length, 2, 'once it ended, nothing more')
+
+  // A run nobody takes over is followed for two leases at most; the drain ends that at once.
+  await ghostRun(backend, 'alice', 'stuck', 60_000)
+  await service.cancel('alice', 'stuck')
+  await waitFor(() => cancels.length === 3)
+  const drained = await Promise.race([service.drain(0).then(() => true), sleep(5000).then(() => false)])
+  t.ok(drained, 'the drain did not wait out the follow-up')
 })
 
 t.test('the grace: a run whose last watcher left is aborted unless somebody comes back in time', async (t) => {

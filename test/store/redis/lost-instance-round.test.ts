@@ -93,7 +93,8 @@ t.test("DELETE of a dead instance's waiting run while its lease still runs: ende
   if (!p) return
   p.upstream.script(summarises)
   const owner = p.user('carol')
-  await leftByAGhost(t, p, owner, 'doomed', 800)
+  // Its lease (like every lease, at most RUN_LEASE_MS long) lapses inside the two leases a DELETE waits.
+  await leftByAGhost(t, p, owner, 'doomed', 400)
   const token = signToken(owner)
   const onB = await connect(t, p.b.wsUrl, bearer(token))
   onB.send({ type: 'resume', session_id: 'doomed', last_seq: 0 })
@@ -102,5 +103,26 @@ t.test("DELETE of a dead instance's waiting run while its lease still runs: ende
   t.equal(response.status, 204)
   t.match(await onB.nextOfType('complete'), { metadata: { finish_reason: 'cancelled', reason: 'deleted' } }, 'ended cleanly, not dropped')
   t.match(await onB.next((frame) => frame.type === 'error'), { metadata: { code: 'not_found' } })
+  t.equal(p.upstream.requests.length, 0, 'never went back to the model')
+})
+
+/**
+ * Regression (cancel-of-a-dead-instances-run-reaches-nobody): a cancel while the dead
+ * instance's lease still ran was published to nobody; the run was then adopted (its cut-off
+ * tool was due) and went on waiting for its approval, the cancel forgotten, the client never
+ * told. Same for a DELETE when the other instance's sweeper, not the deleting instance, was the
+ * one to adopt it: the session was deleted under the run.
+ */
+t.test('a cancel while the dead instance still holds the lease ends the run once it is adopted, wherever', async (t) => {
+  const p = await pair(t, { TOOLS_REQUIRING_APPROVAL: ['calculate'], RUN_LEASE_MS: 400 })
+  if (!p) return
+  p.upstream.script(summarises)
+  const owner = p.user('dave')
+  await leftByAGhost(t, p, owner, 'forgotten', 600)
+  const onB = await connect(t, p.b.wsUrl, bearer(signToken(owner)))
+  onB.send({ type: 'resume', session_id: 'forgotten', last_seq: 0 })
+  await onB.next(is('resumed'))
+  onB.send({ type: 'cancel', session_id: 'forgotten' })
+  t.match(await onB.nextOfType('complete'), { metadata: { finish_reason: 'cancelled' } }, 'cancelled, not left waiting for its approval')
   t.equal(p.upstream.requests.length, 0, 'never went back to the model')
 })
