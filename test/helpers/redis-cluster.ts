@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { Cluster, Redis } from 'ioredis'
+import { acquireExclusiveLock } from './exclusive-lock.ts'
 
 const run = promisify(execFile)
 
@@ -44,9 +45,25 @@ async function clusterOk(port: number): Promise<boolean> {
   }
 }
 
-/** The cluster for one test, or undefined when skipped (not reachable, and not CI). */
+/** Bounded: a cluster the script just healed may take a moment to say ok on every node. */
+async function clusterOkWithin(ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    if (await clusterOk(seed.port)) return true
+    if (Date.now() > deadline) return false
+    await new Promise((resolve) => setTimeout(resolve, 200))
+  }
+}
+
+/**
+ * The cluster for one test, or undefined when skipped (not reachable, and not CI). A test holds
+ * the cluster alone, across tap's worker processes: the failover test kills a master, and a test
+ * of another file running meanwhile would find the cluster failing over.
+ */
 export async function useRedisCluster(t: Tap): Promise<TestCluster | undefined> {
-  if (!(await clusterOk(seed.port))) {
+  const release = await acquireExclusiveLock(`agw-redis-cluster-${seed.port}`, 100_000)
+  if (!(await clusterOkWithin(process.env.CI === 'true' ? 10_000 : 0))) {
+    await release()
     const why = `no Redis Cluster reachable at ${TEST_REDIS_CLUSTER} (start one: .ci/redis-cluster.sh)`
     if (process.env.CI === 'true') t.fail(`${why}: CI=true requires the Redis Cluster tests to run`)
     else t.plan(0, `skipped: ${why} (under CI=true this fails)`)
@@ -55,20 +72,26 @@ export async function useRedisCluster(t: Tap): Promise<TestCluster | undefined> 
   const prefix = `agwtest:${randomBytes(6).toString('hex')}:`
   const cluster = new Cluster([seed], { redisOptions: { maxRetriesPerRequest: 0 } })
   let killed = false
+  // Registered first, so it runs last (tap runs teardowns last-in first-out): the test's apps
+  // are closed before the cluster is handed on.
   t.teardown(async () => {
-    // A killed master comes back as a replica of its successor: the next test finds a healthy cluster.
-    if (killed) await run(CLUSTER_SCRIPT, [], { env: { ...process.env, REDIS_CLUSTER_BASE_PORT: String(seed.port) } })
-    for (const node of cluster.nodes('master')) {
-      const keys: string[] = []
-      let cursor = '0'
-      do {
-        const [next, batch] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-        cursor = next
-        keys.push(...batch)
-      } while (cursor !== '0')
-      for (const key of keys) await node.unlink(key).catch(() => {})
+    try {
+      // A killed master comes back as a replica of its successor: the next test finds a healthy cluster.
+      if (killed) await run(CLUSTER_SCRIPT, [], { env: { ...process.env, REDIS_CLUSTER_BASE_PORT: String(seed.port) } })
+      for (const node of cluster.nodes('master')) {
+        const keys: string[] = []
+        let cursor = '0'
+        do {
+          const [next, batch] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
+          cursor = next
+          keys.push(...batch)
+        } while (cursor !== '0')
+        for (const key of keys) await node.unlink(key).catch(() => {})
+      }
+      cluster.disconnect()
+    } finally {
+      await release()
     }
-    cluster.disconnect()
   })
   await new Promise((resolve, reject) => {
     cluster.once('ready', resolve)
