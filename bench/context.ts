@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { startServer, type LoadPool, type ServerHandle, type ServerKind, type ServerOptions, type UpstreamHandle } from './children.ts'
 import type { Sample } from './load-client.ts'
 import type { Sizes } from './options.ts'
-import { perUnit } from './stats.ts'
+import { median, perUnit } from './stats.ts'
 
 export interface BenchContext {
   sizes: Sizes
@@ -153,6 +153,18 @@ export async function measureHandshakes(ctx: BenchContext, server: ServerHandle,
     cpuUsPerHandshake: perUnit(cpuUs, result.opened),
     errors: result.errors,
   }
+}
+
+/** measureHandshakes after a warm-up (a tenth as many connections, opened and closed), so the JIT is not measured. */
+export async function measureWarmHandshakes(ctx: BenchContext, server: ServerHandle, count: number): Promise<HandshakeFigures> {
+  await ctx.pool.open(server.url, Math.ceil(count / 10), ctx.sizes.handshakeInflight, HANDSHAKE_TIMEOUT_MS)
+  await ctx.pool.closeAll()
+  return measureHandshakes(ctx, server, count)
+}
+
+/** The median of one handshake figure over repetitions, those without it left out. */
+export function medianHandshakeFigure(reps: readonly HandshakeFigures[], pick: (figures: HandshakeFigures) => number | null): number | null {
+  return median(reps.map(pick).filter((value): value is number => value !== null))
 }
 
 export interface ThroughputFigures {

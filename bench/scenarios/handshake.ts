@@ -5,9 +5,8 @@
  * few connections first, so the JIT is not measured.
  */
 import type { ServerKind } from '../children.ts'
-import { HANDSHAKE_TIMEOUT_MS, measureHandshakes, sideOrder, withServer, type BenchContext, type HandshakeFigures } from '../context.ts'
+import { measureWarmHandshakes, medianHandshakeFigure, sideOrder, withServer, type BenchContext, type HandshakeFigures } from '../context.ts'
 import { row, type ScenarioResult } from '../report.ts'
-import { median } from '../stats.ts'
 
 export async function handshake(ctx: BenchContext): Promise<ScenarioResult> {
   const { sizes } = ctx
@@ -16,16 +15,11 @@ export async function handshake(ctx: BenchContext): Promise<ScenarioResult> {
     for (const kind of sideOrder(rep)) {
       ctx.progress(`handshake: ${kind}, ${sizes.handshakes} connections (repetition ${rep + 1})`)
       reps[kind].push(
-        await withServer(ctx, kind, {}, async (server) => {
-          await ctx.pool.open(server.url, Math.ceil(sizes.handshakes / 10), sizes.handshakeInflight, HANDSHAKE_TIMEOUT_MS)
-          await ctx.pool.closeAll()
-          return measureHandshakes(ctx, server, sizes.handshakes)
-        }),
+        await withServer(ctx, kind, {}, (server) => measureWarmHandshakes(ctx, server, sizes.handshakes)),
       )
     }
   }
-  const med = (kind: ServerKind, pick: (figures: HandshakeFigures) => number | null) =>
-    median(reps[kind].map(pick).filter((value): value is number => value !== null))
+  const med = (kind: ServerKind, pick: (figures: HandshakeFigures) => number | null) => medianHandshakeFigure(reps[kind], pick)
   const label = `${sizes.handshakes} connects, ${sizes.handshakeInflight} in flight`
   return {
     scenario: 'handshake',

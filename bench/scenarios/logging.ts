@@ -7,10 +7,9 @@
  * median over `handshakeReps` repetitions that alternate which level goes first; the fan-out
  * is measured once per level, on a server of its own.
  */
-import { alternating, HANDSHAKE_TIMEOUT_MS, measureHandshakes, measureWindow, throughput, withServer, type BenchContext, type HandshakeFigures, type ThroughputFigures } from '../context.ts'
+import { alternating, HANDSHAKE_TIMEOUT_MS, measureWarmHandshakes, measureWindow, medianHandshakeFigure, throughput, withServer, type BenchContext, type HandshakeFigures, type ThroughputFigures } from '../context.ts'
 import { mockPrompt } from '../prompts.ts'
 import { row, type ScenarioResult } from '../report.ts'
-import { median } from '../stats.ts'
 
 const LEVELS = ['info', 'warn'] as const
 type Level = (typeof LEVELS)[number]
@@ -22,11 +21,7 @@ export async function logging(ctx: BenchContext): Promise<ScenarioResult> {
   for (let rep = 0; rep < sizes.handshakeReps; rep++) {
     for (const level of alternating(rep, LEVELS)) {
       ctx.progress(`logging: project at LOG_LEVEL=${level} (repetition ${rep + 1})`)
-      await withServer(ctx, 'project', { logLevel: level }, async (server) => {
-        await ctx.pool.open(server.url, Math.ceil(sizes.loggingHandshakes / 10), sizes.handshakeInflight, HANDSHAKE_TIMEOUT_MS)
-        await ctx.pool.closeAll()
-        handshakeReps[level].push(await measureHandshakes(ctx, server, sizes.loggingHandshakes))
-      })
+      handshakeReps[level].push(await withServer(ctx, 'project', { logLevel: level }, (server) => measureWarmHandshakes(ctx, server, sizes.loggingHandshakes)))
     }
   }
   for (const level of LEVELS) {
@@ -37,8 +32,7 @@ export async function logging(ctx: BenchContext): Promise<ScenarioResult> {
       return throughput(await measureWindow(ctx, server))
     })
   }
-  const med = (level: Level, pick: (figures: HandshakeFigures) => number | null) =>
-    median(handshakeReps[level].map(pick).filter((value): value is number => value !== null))
+  const med = (level: Level, pick: (figures: HandshakeFigures) => number | null) => medianHandshakeFigure(handshakeReps[level], pick)
   const note = 'project at LOG_LEVEL=info (left) vs LOG_LEVEL=warn (right)'
   return {
     scenario: 'logging',

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { Cluster, Redis } from 'ioredis'
 import { acquireExclusiveLock } from './exclusive-lock.ts'
+import { scanKeys } from './redis.ts'
 
 const run = promisify(execFile)
 
@@ -79,14 +80,7 @@ export async function useRedisCluster(t: Tap): Promise<TestCluster | undefined> 
       // A killed master comes back as a replica of its successor: the next test finds a healthy cluster.
       if (killed) await run(CLUSTER_SCRIPT, [], { env: { ...process.env, REDIS_CLUSTER_BASE_PORT: String(seed.port) } })
       for (const node of cluster.nodes('master')) {
-        const keys: string[] = []
-        let cursor = '0'
-        do {
-          const [next, batch] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-          cursor = next
-          keys.push(...batch)
-        } while (cursor !== '0')
-        for (const key of keys) await node.unlink(key).catch(() => {})
+        for (const key of await scanKeys(node, prefix)) await node.unlink(key).catch(() => {})
       }
       cluster.disconnect()
     } finally {

@@ -52,7 +52,8 @@ function unavailable(t: Tap, why: string): undefined {
   return undefined
 }
 
-async function scanKeys(redis: Redis, prefix: string): Promise<string[]> {
+/** Every key under `prefix` on one server (SCAN, in batches). */
+export async function scanKeys(redis: Redis, prefix: string): Promise<string[]> {
   const keys: string[] = []
   let cursor = '0'
   do {
