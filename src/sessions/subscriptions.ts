@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
+import { DeadlineTimer } from '../deadline-timer.ts'
 import { frameKind } from '../protocol/serialize.ts'
 import { refKey, type Backend, type LogEnd, type LoggedEvent, type SessionRef } from '../store/types.ts'
 import { Subscription, type SubscriptionOwner } from './subscription.ts'
@@ -19,13 +20,11 @@ interface Watched {
   subscriptions: Set<Subscription>
   /** A run of the session is in progress (its `thinking` passed, its `complete` not yet). */
   running: boolean
-  expiryTimer?: NodeJS.Timeout
+  /** At the session's expiry as last told by the store: check it. */
+  expiry: DeadlineTimer
 }
 
 const NONE: ReadonlySet<Subscription> = new Set()
-
-/** setTimeout's limit. */
-const MAX_TIMER_MS = 2 ** 31 - 1
 
 /**
  * Every subscription of this instance, by session: who gets a session's frames, when a run
@@ -114,9 +113,10 @@ export class Subscriptions implements SubscriptionOwner {
   registered(subscription: Subscription): void {
     let watched = this.#watched.get(subscription.key)
     if (!watched) {
-      watched = { ref: subscription.ref, subscriptions: new Set(), running: false }
+      const created: Watched = { ref: subscription.ref, subscriptions: new Set(), running: false, expiry: new DeadlineTimer(() => void this.#checkExpiry(created)) }
+      watched = created
       this.#watched.set(subscription.key, watched)
-      this.#armExpiry(watched, 0)
+      watched.expiry.arm(Date.now())
     }
     watched.subscriptions.add(subscription)
     this.#count++
@@ -130,7 +130,7 @@ export class Subscriptions implements SubscriptionOwner {
     this.#count--
     this.#onCount?.(this.#count)
     if (watched.subscriptions.size === 0) {
-      clearTimeout(watched.expiryTimer)
+      watched.expiry.clear()
       this.#watched.delete(subscription.key)
     }
     void counted.then(() => this.#orphanCheck(subscription.ref, subscription.id))
@@ -160,12 +160,6 @@ export class Subscriptions implements SubscriptionOwner {
   }
 
   /** At the session's expiry (as the store tells it), check it: gone means its watchers hear so. */
-  #armExpiry(watched: Watched, delayMs: number): void {
-    clearTimeout(watched.expiryTimer)
-    watched.expiryTimer = setTimeout(() => void this.#checkExpiry(watched), Math.min(Math.max(delayMs, 0), MAX_TIMER_MS))
-    watched.expiryTimer.unref()
-  }
-
   async #checkExpiry(watched: Watched): Promise<void> {
     let left: number | null
     try {
@@ -176,7 +170,7 @@ export class Subscriptions implements SubscriptionOwner {
     }
     if (watched.subscriptions.size === 0) return
     if (left === null) this.end(watched.ref, 'expired')
-    else this.#armExpiry(watched, left + 50)
+    else watched.expiry.arm(Date.now() + left + 50)
   }
 
   async #refresh(): Promise<void> {
@@ -191,6 +185,6 @@ export class Subscriptions implements SubscriptionOwner {
 
   close(): void {
     clearInterval(this.#refresher)
-    for (const watched of this.#watched.values()) clearTimeout(watched.expiryTimer)
+    for (const watched of this.#watched.values()) watched.expiry.clear()
   }
 }

@@ -1,31 +1,19 @@
-/** setTimeout's limit; a later expiry is re-armed when this fires. */
-const MAX_TIMER_MS = 2 ** 31 - 1
+import { DeadlineTimer } from '../deadline-timer.ts'
 
 /** Calls `onExpired` when the connection's token expires; `extend` after an `auth` refresh. */
 export class TokenExpiry {
-  #expiresAt: number
-  #timer: NodeJS.Timeout | undefined
-  readonly #onExpired: () => void
+  readonly #timer: DeadlineTimer
 
   constructor(expiresAtMs: number, onExpired: () => void) {
-    this.#expiresAt = expiresAtMs
-    this.#onExpired = onExpired
-    this.#arm()
+    this.#timer = new DeadlineTimer(onExpired)
+    this.#timer.arm(expiresAtMs)
   }
 
   extend(expiresAtMs: number): void {
-    this.#expiresAt = expiresAtMs
-    this.#arm()
+    this.#timer.arm(expiresAtMs)
   }
 
   stop(): void {
-    clearTimeout(this.#timer)
-  }
-
-  #arm(): void {
-    clearTimeout(this.#timer)
-    const delay = this.#expiresAt - Date.now()
-    this.#timer = setTimeout(() => (Date.now() < this.#expiresAt ? this.#arm() : this.#onExpired()), Math.min(Math.max(delay, 0), MAX_TIMER_MS))
-    this.#timer.unref()
+    this.#timer.clear()
   }
 }
