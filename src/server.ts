@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net'
 import { publicUrls } from './public-urls.ts'
 import { buildApp } from './app.ts'
 import { loadConfig, type Config } from './config.ts'
-import { prettyStream, stdoutStream, usePretty } from './logger.ts'
+import { serviceLogStream } from './logger.ts'
 import { shutdown, stopSignalHandler, STOP_SIGNALS, type StopSignal } from './shutdown.ts'
 
 /** One line on stderr and exit 1: what an operator reads when the service cannot start. */
@@ -21,9 +21,7 @@ try {
   refuseToStart(err)
 }
 
-const stdout = stdoutStream()
-const pretty = usePretty(config.LOG_FORMAT, config.isProduction, process.stdout.isTTY === true)
-const app = await buildApp(config, { logStream: pretty ? prettyStream(stdout, process.stdout.isTTY === true) : stdout }).catch(refuseToStart)
+const app = await buildApp(config, { logStream: serviceLogStream(config.LOG_FORMAT, config.isProduction) }).catch(refuseToStart)
 
 if (config.devSecretFile) {
   app.log.warn(

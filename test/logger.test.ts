@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap'
 import { EventEmitter } from 'node:events'
+import { spawn } from 'node:child_process'
 import { buildApp } from '../src/app.ts'
 import { prettyStream, redactUrl, redactUrlsIn, stdoutStream, usePretty } from '../src/logger.ts'
 import { signToken, testConfig } from './helpers/app.ts'
@@ -55,14 +56,55 @@ t.test('health probes are logged at debug, other requests at info', async (t) =>
   t.ok(probe.length >= 2 && probe.every((line) => line.level === 20), 'probe lines at debug')
 })
 
-t.test('stdoutStream: a write error ends logging instead of blocking', async (t) => {
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve))
+
+function fakeStdout() {
   const written: string[] = []
-  const fake = Object.assign(new EventEmitter(), { write: (line: string) => void written.push(line) })
-  const stream = stdoutStream(fake as unknown as NodeJS.WriteStream)
+  const stdout = Object.assign(new EventEmitter(), { write: (chunk: string) => void written.push(chunk) })
+  return { written, stdout: stdout as unknown as NodeJS.WriteStream & EventEmitter }
+}
+
+t.test('stdoutStream: a write error ends logging instead of blocking', async (t) => {
+  const { written, stdout } = fakeStdout()
+  const stream = stdoutStream(stdout, new EventEmitter())
   stream.write('one\n')
-  fake.emit('error', Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }))
+  await turn()
+  stdout.emit('error', Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }))
   stream.write('two\n')
+  await turn()
   t.same(written, ['one\n'])
+})
+
+t.test('stdoutStream: one write per turn, at once past 64 KiB, and what is pending at exit', async (t) => {
+  const { written, stdout } = fakeStdout()
+  const exit = new EventEmitter()
+  const stream = stdoutStream(stdout, exit)
+  stream.write('a\n')
+  stream.write('b\n')
+  t.same(written, [], 'nothing yet within the turn')
+  await turn()
+  t.same(written, ['a\nb\n'], 'the turn’s lines in one write, in order')
+  const big = `${'x'.repeat(64 * 1024)}\n`
+  stream.write(big)
+  t.same(written, ['a\nb\n', big], 'a full batch goes out without waiting for the turn')
+  stream.write('last\n')
+  exit.emit('exit', 1)
+  t.same(written.at(-1), 'last\n', 'written at exit')
+  await turn()
+  t.equal(written.length, 3, 'and not again at the turn’s end')
+})
+
+t.test('stdoutStream: a line logged just before process.exit() is out', async (t) => {
+  const module = new URL('../src/logger.ts', import.meta.url).href
+  const script = `const { stdoutStream } = await import(${JSON.stringify(module)}); stdoutStream().write('fatal line\\n'); process.exit(3)`
+  const { stdout, code } = await new Promise<{ stdout: string; code: number | null }>((resolve) => {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk))
+    child.on('close', (exitCode) => resolve({ stdout: out, code: exitCode }))
+  })
+  t.equal(code, 3)
+  t.equal(stdout, 'fatal line\n')
 })
 
 t.test('prettyStream: one line per event; usePretty', async (t) => {
