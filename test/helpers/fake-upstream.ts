@@ -91,6 +91,8 @@ export interface FakeUpstream {
    * Rejects if the upstream is (or gets) closed first.
    */
   nextRequest(): Promise<RecordedRequest>
+  /** TCP connections accepted so far (keep-alive reuse shows as fewer connections than requests). */
+  readonly connections: number
   /** Closes the server, destroys open sockets, ends running scripts. Never hangs. */
   close(): Promise<void>
 }
@@ -198,7 +200,9 @@ export async function createFakeUpstream(
   let closePromise: Promise<void> | undefined
 
   const server = http.createServer()
+  let connections = 0
   server.on('connection', (socket) => {
+    connections++
     sockets.add(socket)
     socket.on('close', () => sockets.delete(socket))
   })
@@ -308,6 +312,9 @@ export async function createFakeUpstream(
       resolve({
         baseURL: `http://127.0.0.1:${port}/v1`,
         requests,
+        get connections() {
+          return connections
+        },
         script(fn) {
           scriptFn = fn
         },

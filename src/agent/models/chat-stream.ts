@@ -17,7 +17,8 @@ const EXCERPT_CHARS = 200
  * iterator (most reads of a fast model hold dozens of chunks). Errors are the SDK's own, so
  * they are classified the same way: an `error` event, or a chunk holding `error`, is an
  * APIError without a status (as `Stream.fromSSEResponse` throws); a chunk that is not a JSON
- * object is a SyntaxError. Ends at `[DONE]` (the body is cancelled) or with the body.
+ * object is a SyntaxError. Ends at `[DONE]` (the rest of the body drained, see drainRest) or
+ * with the body.
  */
 export async function* readChatStream(
   response: Response,
@@ -51,16 +52,49 @@ export async function* readChatStream(
     }
     return undefined
   }
-  // Leaving the loop early (at [DONE], on an error, or when the caller stops) cancels the body.
-  for await (const bytes of response.body) {
-    const chunks: ChatCompletionChunk[] = []
-    const failure = take(parser.push(decoder.decode(bytes, { stream: true })), chunks)
-    if (chunks.length > 0) yield chunks
-    if (failure) throw failure
-    if (state.done) return
+  const reader = response.body.getReader()
+  /** The body is read to its end, or handed to drainRest(): nothing to cancel. */
+  let settled = false
+  try {
+    for (;;) {
+      const read = await reader.read()
+      if (read.done) break
+      const chunks: ChatCompletionChunk[] = []
+      const failure = take(parser.push(decoder.decode(read.value, { stream: true })), chunks)
+      if (chunks.length > 0) yield chunks
+      if (failure) throw failure
+      if (state.done) {
+        settled = true
+        drainRest(reader)
+        return
+      }
+    }
+    settled = true
+  } finally {
+    // Leaving early (an error, or the caller stopped) cancels the body, closing the request.
+    if (!settled) void reader.cancel().catch(() => {})
   }
   const chunks: ChatCompletionChunk[] = []
   const failure = take([...parser.push(decoder.decode()), ...parser.end()], chunks)
   if (chunks.length > 0) yield chunks
   if (failure) throw failure
+}
+
+/** How long the rest of a body after `[DONE]` may take before the connection is cut instead. */
+const DRAIN_LIMIT_MS = 1000
+
+/**
+ * After `[DONE]` the answer is whole, but the body has not always ended: a server may flush the
+ * end of its chunked encoding apart. Cancelling it there would tear the connection down, and the
+ * next request would pay a new TCP (and TLS) handshake; so the rest is read and dropped, and the
+ * connection goes back to the pool. One that does not end within DRAIN_LIMIT_MS is cancelled.
+ */
+function drainRest(reader: ReadableStreamDefaultReader<Uint8Array>): void {
+  const limit = setTimeout(() => void reader.cancel().catch(() => {}), DRAIN_LIMIT_MS)
+  limit.unref()
+  void (async () => {
+    while (!(await reader.read()).done);
+  })()
+    .catch(() => {})
+    .finally(() => clearTimeout(limit))
 }

@@ -339,3 +339,15 @@ t.test('createModel: the configured provider, loud about the mock, OpenAI by def
   // Built, never called: no request leaves the machine.
   t.ok(createOpenAIModel({ apiKey: 'sk-x', baseURL: undefined, model: 'm', timeoutMs: 1000 }))
 })
+
+t.test('a stream ended by [DONE] before its body ends keeps its connection: the next request reuses it', async (t) => {
+  // [DONE], then the end of the chunked body 20 ms later: servers flush them apart.
+  const { up, model } = await setup(t, () => ({ steps: [...textSteps('Hi there'), { delayMs: 20 }] }))
+  for (let run = 0; run < 3; run++) {
+    t.same(joinTexts(await collect(model.stream(request()))).filter((chunk) => chunk.type === 'text'), [{ type: 'text', text: 'Hi there' }], `run ${run}`)
+    // The answer is whole at [DONE]; the connection is free once the body has ended.
+    await new Promise((resolve) => setTimeout(resolve, 60))
+  }
+  t.equal(up.requests.length, 3)
+  t.equal(up.connections, 1, 'one connection for the three requests')
+})
