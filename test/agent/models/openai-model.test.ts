@@ -351,3 +351,16 @@ t.test('a stream ended by [DONE] before its body ends keeps its connection: the 
   t.equal(up.requests.length, 3)
   t.equal(up.connections, 1, 'one connection for the three requests')
 })
+
+t.test('after [DONE], what else the body holds is read and dropped; a body that never ends is cut off within the limit', async (t) => {
+  const { up, model } = await setup(t, (request) =>
+    request.index === 0 ? { steps: [...textSteps('Hi'), { delayMs: 10 }, { raw: `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: 'ignored' } }] })}\n\n` }, { delayMs: 20 }] } : { steps: [...textSteps('Hi'), { stall: true }] },
+  )
+  t.same(joinTexts(await collect(model.stream(request()))).filter((chunk) => chunk.type === 'text'), [{ type: 'text', text: 'Hi' }], 'nothing after [DONE] is relayed')
+  await up.requests[0]!.closed
+  t.notOk(up.requests[0]!.closedByClient, 'the first body was read to its end')
+  t.same(joinTexts(await collect(model.stream(request()))).filter((chunk) => chunk.type === 'text'), [{ type: 'text', text: 'Hi' }], 'the answer is whole at [DONE]')
+  t.equal(up.requests[1]!.closedAt, undefined, 'the run ended without waiting for the body')
+  await up.requests[1]!.closed
+  t.ok(up.requests[1]!.closedByClient, 'the stalled body was cancelled by us')
+})
