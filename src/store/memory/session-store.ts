@@ -23,6 +23,7 @@ import type { PendingCall } from '../../protocol/index.ts'
 import type { MemoryEventLog } from './event-log.ts'
 import { applyRunInput, inputApplies } from '../run-input.ts'
 import { decodeCursor, encodeCursor, withPosition } from '../session-list.ts'
+import { frozenCopy } from './frozen.ts'
 
 /** Idempotency keys remembered per session; older ones are forgotten first. */
 export const REQUEST_IDS_KEPT = 256
@@ -197,14 +198,15 @@ export class MemorySessionStore implements SessionStore {
     this.#remember(session, run.requestId, run.runId, startAfterSeq)
     // The caller's title, as on Redis (a regenerate brings none: the title stays).
     if (applied.history.length === 0 && run.title) session.title = run.title
-    session.messages = structuredClone(applied.messages)
+    const userMessage = frozenCopy(applied.userMessage)
+    session.messages = [...applied.history, userMessage]
     if (session.messages.length > run.maxMessages) session.messages.splice(0, session.messages.length - run.maxMessages)
     session.updatedAt = session.touchedAt = now
     return {
       runId: run.runId,
       startAfterSeq,
-      history: structuredClone(applied.history),
-      userMessage: structuredClone(applied.userMessage),
+      history: applied.history,
+      userMessage,
       ...(run.requestId === undefined ? {} : { requestId: run.requestId }),
       ...(run.reasoning ? { reasoning: true } : {}),
       ...(run.clientTools ? { clientTools: structuredClone(run.clientTools) } : {}),
@@ -364,7 +366,7 @@ export class MemorySessionStore implements SessionStore {
 }
 
 function appendTrimmed(messages: HistoryMessage[], added: HistoryMessage[], maxMessages: number): void {
-  messages.push(...structuredClone(added))
+  messages.push(...added.map(frozenCopy))
   if (messages.length > maxMessages) messages.splice(0, messages.length - maxMessages)
 }
 
@@ -381,7 +383,7 @@ function publicRecord(session: MemorySession): SessionRecord {
   return {
     ...session.ref,
     title: session.title,
-    messages: structuredClone(session.messages),
+    messages: [...session.messages],
     createdAt: session.createdAt,
     updatedAt: session.updatedAt,
     active: session.active ? { ...session.active } : null,
