@@ -13,6 +13,7 @@ import { RunAborted, type AbortCause } from './watcher.ts'
 import { Fenced } from './fenced.ts'
 import { ToolGate } from './tool-gate.ts'
 import { TokenMerger } from './token-merger.ts'
+import { TurnGate } from './turn-gate.ts'
 import { modelMessages } from './model-messages.ts'
 import { adoption, resumedProgress, snapshotOf, startOf } from './adoption.ts'
 
@@ -90,6 +91,8 @@ const DELIVERY_WAIT_MS = 2000
 export class RunExecutor {
   readonly #options: RunExecutorOptions
   readonly #runs = new Map<string, LocalRun>()
+  /** The model requests of a burst of run starts, spread one per turn. */
+  readonly #starts = new TurnGate()
   /** Draining: runs that only wait on a person are let go (parked) for another instance. */
   #draining = false
   /** The final events of the runs that ended during the drain: delivered before the sockets close. */
@@ -305,6 +308,7 @@ export class RunExecutor {
         await this.#append(run, thinkingFrame(ref, runId, run.requestId))
         log.info('run started')
       }
+      await this.#starts.pass()
       controller.signal.throwIfAborted()
       const outcome = await runAgent(
         {

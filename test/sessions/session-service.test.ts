@@ -807,9 +807,11 @@ t.test('fenced with its session gone (the store lost its state): local watchers 
   await service.chat(other, chat('s'))
   await service.chat(gone, chat('s'))
   await waitFor(() => alice.frames.some((f) => f.type === 'token'))
+  // All three runs have asked the model (run starts are spread one per turn).
+  await waitFor(() => requests.length === 3)
   // A Redis that restarted empty: the sessions are gone, nobody was told.
   await backend.sessions.close()
-  await waitFor(() => requests.length === 3 && requests.every((r) => r.signal.aborted), 5000, 'abort')
+  await waitFor(() => requests.every((r) => r.signal.aborted), 5000, 'abort')
   await waitFor(() => service.activeRunCount === 0)
   t.ok(lines.some((line) => line.msg === 'run fenced: its session is gone'))
   t.same(alice.closes, [[1011, 'session state lost']])
