@@ -1,8 +1,10 @@
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { withWatchdog, type WatchdogOptions } from '../../src/agent/resilience/watchdog.ts'
 import { UpstreamError } from '../../src/agent/upstream-error.ts'
-import type { ModelChunk } from '../../src/agent/models/types.ts'
+import type { ModelChunk, ModelClient } from '../../src/agent/models/types.ts'
 import { answers, capturingLogger, collect, fails, fakeModel, hangs, stalls, stop, text, trickles } from './fake-model.ts'
 
 const limits: WatchdogOptions = { firstTokenTimeoutMs: 150, idleTimeoutMs: 100, runTimeoutMs: 10_000 }
@@ -159,4 +161,35 @@ t.test('an inner stream without return() (a bare AsyncIterator) is left alone af
   }
   await t.rejects(collect(withWatchdog(bare, limits, capturingLogger().log)), { name: 'UpstreamError', failure: 'timeout' })
   t.equal(nexts, 1)
+})
+
+t.test('a long stream keeps none of the batches it has passed on (a race per batch held every one until the run ended)', async (t) => {
+  // --expose-gc for this process only; tap does not pass flags.
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const BATCHES = 500
+  let release!: () => void
+  const released = new Promise<void>((resolve) => (release = resolve))
+  const model: ModelClient = {
+    name: 'long',
+    async *stream() {
+      for (let i = 0; i < BATCHES; i++) yield [{ type: 'text', text: `token ${i} `.repeat(20) }]
+      await released
+      yield [stop]
+    },
+  }
+  const passedOn: Array<WeakRef<ModelChunk[]>> = []
+  const iterator = withWatchdog(model, limits, capturingLogger().log).stream({ messages: [], tools: [], signal: new AbortController().signal })[Symbol.asyncIterator]()
+  for (let i = 0; i < BATCHES; i++) passedOn.push(new WeakRef((await iterator.next()).value as ModelChunk[]))
+  // The stream is still open (the model waits): what it passed on may not be held.
+  const pending = iterator.next()
+  await sleep(10)
+  gc()
+  await sleep(10)
+  gc()
+  const held = passedOn.filter((batch) => batch.deref() !== undefined).length
+  t.ok(held <= 2, `${held} of ${BATCHES} batches still held while the stream runs`)
+  release()
+  t.same((await pending).value, [stop])
+  t.equal((await iterator.next()).done, true)
 })

@@ -34,9 +34,9 @@ export function withWatchdog(model: ModelClient, options: WatchdogOptions, log: 
       let runDeadline = runDeadlines.get(request.signal)
       if (runDeadline === undefined) runDeadlines.set(request.signal, (runDeadline = started + options.runTimeoutMs))
       const watchdog = new AbortController()
-      const { promise: expired, reject: expire } = Promise.withResolvers<never>()
-      expired.catch(() => {})
       let fired: UpstreamError | undefined
+      /** Rejects the wait for the inner model's next batch, if one is under way. */
+      let interrupt: ((reason: UpstreamError) => void) | undefined
       let timer: NodeJS.Timeout | undefined
       const limits = {
         first_token: `no content within UPSTREAM_FIRST_TOKEN_TIMEOUT_MS (${options.firstTokenTimeoutMs} ms)`,
@@ -50,12 +50,20 @@ export function withWatchdog(model: ModelClient, options: WatchdogOptions, log: 
             fired = new UpstreamError('timeout', `the model timed out: ${limits[limit]}`)
             log.warn({ limit, elapsedMs: Date.now() - started }, 'upstream watchdog fired: aborting the request')
             watchdog.abort(fired)
-            expire(fired)
+            interrupt?.(fired)
           },
           Math.max(0, Math.min(deadline, runDeadline) - Date.now()),
         )
       }
       const iterator = model.stream({ ...request, signal: AbortSignal.any([request.signal, watchdog.signal]) })[Symbol.asyncIterator]()
+      // The next batch, or the dog: a fresh promise per wait. A Promise.race against one
+      // long-lived "expired" promise left a reaction on it per batch, holding every batch (and
+      // its text) until the run ended.
+      const nextOrFired = () =>
+        new Promise<IteratorResult<ModelChunk[]>>((resolve, reject) => {
+          interrupt = reject
+          iterator.next().then(resolve, reject)
+        }).finally(() => (interrupt = undefined))
       let contentSeen = false
       /** When the idle dog fires: moved by content only, and by the time the caller holds a batch. */
       let idleDeadline = 0
@@ -64,7 +72,7 @@ export function withWatchdog(model: ModelClient, options: WatchdogOptions, log: 
       arm(started + options.firstTokenTimeoutMs, 'first_token')
       try {
         for (;;) {
-          const next = await Promise.race([iterator.next(), expired])
+          const next = await nextOrFired()
           clearTimeout(timer)
           if (next.done) {
             innerDone = true
