@@ -4,6 +4,8 @@ import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { withWatchdog, type WatchdogOptions } from '../../src/agent/resilience/watchdog.ts'
 import { UpstreamError } from '../../src/agent/upstream-error.ts'
+import { createOpenAIModel } from '../../src/agent/models/openai-model.ts'
+import { createFakeUpstream, textSteps } from '../helpers/fake-upstream.ts'
 import type { ModelChunk, ModelClient } from '../../src/agent/models/types.ts'
 import { answers, capturingLogger, collect, fails, fakeModel, hangs, stalls, stop, text, trickles } from './fake-model.ts'
 
@@ -192,4 +194,41 @@ t.test('a long stream keeps none of the batches it has passed on (a race per bat
   release()
   t.same((await pending).value, [stop])
   t.equal((await iterator.next()).done, true)
+})
+
+t.test('finished and cancelled streams leave the signals they gave the real SDK collectable', async (t) => {
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const up = await createFakeUpstream(() => ({ steps: textSteps('Hi there, and more', { delayMs: 5 }) }))
+  t.teardown(() => up.close())
+  const openai = createOpenAIModel({ apiKey: 'sk-test', baseURL: up.baseURL, model: 'gpt-test', timeoutMs: 10_000 })
+  const given: Array<WeakRef<AbortSignal>> = []
+  // What the watchdog hands the real model (the SDK and fetch listen on it).
+  const recording: ModelClient = {
+    name: 'openai',
+    stream(request) {
+      given.push(new WeakRef(request.signal))
+      return openai.stream(request)
+    },
+  }
+  const model = withWatchdog(recording, limits, capturingLogger().log)
+  for (let run = 0; run < 6; run++) {
+    const controller = new AbortController()
+    const chunks: ModelChunk[] = []
+    // Every other run is cancelled on its first token (its client went away).
+    const cancelled = run % 2 === 1
+    const outcome = await (async () => {
+      for await (const batch of model.stream({ messages: [], tools: [], signal: controller.signal })) {
+        chunks.push(...batch)
+        if (cancelled) controller.abort(new Error('client left'))
+      }
+    })().then(() => 'finished', () => 'aborted')
+    t.equal(outcome, cancelled ? 'aborted' : 'finished', `run ${run}`)
+  }
+  await sleep(50)
+  gc()
+  await sleep(10)
+  gc()
+  const held = given.filter((signal) => signal.deref() !== undefined).length
+  t.equal(held, 0, `${held} of ${given.length} finished runs' signals still reachable`)
 })
