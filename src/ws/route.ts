@@ -5,9 +5,9 @@ import { CloseCode, CloseReason } from '../protocol/index.ts'
 import type { Config } from '../config.ts'
 import { Connection, closeSocket } from './connection.ts'
 import type { ClientFrame } from '../protocol/index.ts'
-import { onSocketError, releaseHandshake } from './socket-errors.ts'
+import { onSocketError } from './socket-errors.ts'
 import { selectSubprotocol } from './subprotocol.ts'
-import { admittedClaims, connectionLimits, refuseWhileDraining, startHeartbeat, UpgradeQuery } from './upgrade.ts'
+import { admittedClaims, connectionLimits, refuseWhileDraining, releaseHandshake, startHeartbeat, UpgradeQuery } from './upgrade.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {

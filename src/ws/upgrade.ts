@@ -1,10 +1,14 @@
 import { Type } from '@sinclair/typebox'
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { WebSocket } from 'ws'
 import type { Config } from '../config.ts'
 import type { Claims, UpgradeAuth } from '../plugins/auth.ts'
 import { CloseCode } from '../protocol/index.ts'
 import { closeSocket } from './close-socket.ts'
+import { rawSocket } from './raw-socket.ts'
+import { onSocketError } from './socket-errors.ts'
 import type { FlowLimits } from './socket-flow.ts'
 
 /** What every WebSocket route shares: the upgrade's checks, the heartbeat, the limits (/ws/agent, /ws/ai-sdk). */
@@ -78,4 +82,20 @@ export function connectionLimits(app: FastifyInstance, config: Config): { maxCon
     maxWatched: config.MAX_WATCHED_PER_CONNECTION,
     flow: { highWaterMark: app.guards.highWaterMark, maxBufferedBytes: config.MAX_BUFFERED_BYTES, slowClientTimeoutMs: config.SLOW_CLIENT_TIMEOUT_MS },
   }
+}
+
+/**
+ * Lets the upgrade's HTTP objects go once the connection is made. @fastify/websocket's
+ * 'error' listener closes over the request and the reply, and the TCP socket still points at
+ * the handshake's ServerResponse: kept for the connection's life, that is the request, its
+ * headers (the bearer token among them) and the response, about 3 KB per idle connection.
+ * The listener is replaced by one that holds only the connection's logger (the same handler
+ * runs), and the response is detached from the socket (`_httpMessage`: Node's link from a
+ * socket to the response it carries).
+ */
+export function releaseHandshake(socket: WebSocket, log: FastifyBaseLogger): void {
+  const raw = rawSocket(socket) as (Socket & { _httpMessage?: ServerResponse | null }) | undefined
+  if (raw?._httpMessage) raw._httpMessage.detachSocket(raw)
+  socket.removeAllListeners('error')
+  socket.on('error', (err) => onSocketError(err, socket, { log }))
 }
