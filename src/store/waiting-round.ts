@@ -15,6 +15,7 @@ export const StoredAnswer = Type.Union([ToolAnswer, Expired])
 export type StoredAnswer = Static<typeof StoredAnswer>
 
 export const ToolOutcome = Type.Union([Type.Object({ ok: Type.Literal(true), result: Type.Unknown() }), Type.Object({ ok: Type.Literal(false), error: Type.String() })])
+export type ToolOutcome = Static<typeof ToolOutcome>
 
 /**
  * One call of the round. `running`: a server tool executing (no wait); `waiting` → `answered`

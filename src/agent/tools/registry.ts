@@ -1,9 +1,10 @@
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { TSchema } from '@sinclair/typebox'
+import type { ToolOutcome } from '../../store/waiting-round.ts'
 import type { Tool, ToolContext } from './types.ts'
 
-/** The error text goes back to the model as the tool message. */
-export type ToolOutcome = { ok: true; result: unknown } | { ok: false; error: string }
+/** A call's outcome (its schema is the store's: a round records it); an error's text goes back to the model as the tool message. */
+export type { ToolOutcome }
 
 export interface OpenAITool {
   type: 'function'
