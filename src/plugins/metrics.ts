@@ -67,6 +67,7 @@ type RunOutcome = (typeof RUN_OUTCOMES)[number]
 const OPEN_RESULTS = ['ok', 'unauthorized', 'forbidden_origin', 'too_many', 'draining']
 const STATUS_CLASSES = ['2xx', '4xx', '5xx', 'network', 'aborted']
 const RESUME_RESULTS = ['ok', ErrorCode.notFound, ErrorCode.forbidden, ErrorCode.historyGone]
+const HANDOVERS = ['parked', 'adopted'] as const
 const CLOSE_CODES = new Set<number>([...Object.values(CloseCode), 1005, 1006])
 const SERVER_FRAME_TYPES = new Set(['status', 'token', 'complete', 'error', 'pong'])
 const TYPE_PREFIX = '{"type":"'
@@ -138,6 +139,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     upstreamRequests: counter('agw_upstream_requests_total', 'HTTP requests to the model server, by status class (network: no response; aborted: cancelled or timed out before one)', ['status_class']),
     upstreamRetries: counter('agw_upstream_retries_total', 'Model requests retried, by the failure that caused the retry', ['failure']),
     resumeAttempts: counter('agw_resume_attempts_total', 'resume frames, by result', ['result']),
+    runHandovers: counter('agw_run_handovers_total', 'Runs waiting on a client handed between instances: parked by a draining instance, adopted by this one', ['kind']),
     maxBufferedAmount: new Gauge({
       name: 'agw_ws_buffered_amount_max_bytes',
       help: `Largest socket bufferedAmount seen after a send, over the last ${peakWindowMs / 1000}-${(2 * peakWindowMs) / 1000} s`,
@@ -159,6 +161,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   for (const result of OPEN_RESULTS) metrics.connectionsOpened.inc({ result }, 0)
   for (const status_class of STATUS_CLASSES) metrics.upstreamRequests.inc({ status_class }, 0)
   for (const result of RESUME_RESULTS) metrics.resumeAttempts.inc({ result }, 0)
+  for (const kind of HANDOVERS) metrics.runHandovers.inc({ kind }, 0)
   metrics.rateLimitHits.inc({ limit: 'messages' }, 0)
 
   const seconds = (ms: number) => ms / 1000
@@ -202,6 +205,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       resumed: (result) => metrics.resumeAttempts.inc({ result }),
       // Its duration is unknown here: it ran on the instance that was lost.
       interrupted: () => metrics.runs.inc({ outcome: 'interrupted' }),
+      handedOver: (kind) => metrics.runHandovers.inc({ kind }),
     },
     connectionObserver: {
       opened() {

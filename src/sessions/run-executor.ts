@@ -46,6 +46,8 @@ export interface RunObserver {
   resumed(result: 'ok' | ErrorCode): void
   /** A run of a lost instance was ended here as interrupted. */
   interrupted(): void
+  /** (1.1) A run waiting on the client was let go by this draining instance, or taken over here. */
+  handedOver(kind: 'parked' | 'adopted'): void
 }
 
 export interface RunExecutorOptions {
@@ -168,6 +170,7 @@ export class RunExecutor {
   async startAdopted(ref: SessionRef, adopted: AdoptedRun, abort?: AbortCause): Promise<void> {
     const session = await this.#options.backend.sessions.get(ref.owner, ref.id)
     this.#options.logger.info({ sessionId: ref.id, userId: ref.owner, runId: adopted.active.runId }, 'run adopted: it goes on here')
+    this.#options.observer?.handedOver('adopted')
     this.start(startOf(ref, adopted, session), { adopted, unwatched: true, ...(abort ? { abort } : {}) })
   }
 
@@ -207,6 +210,7 @@ export class RunExecutor {
     try {
       if (!(await this.#options.backend.sessions.parkRun(ref, fence))) return
       this.#options.logger.info({ sessionId: ref.id, userId: ref.owner, runId }, 'run parked: it waits on the client; any instance goes on with it')
+      this.#options.observer?.handedOver('parked')
       this.#abortLocal(run, 'parked')
     } catch (err) {
       this.#options.logger.warn({ err, sessionId: ref.id, runId }, 'could not park the waiting run')

@@ -43,6 +43,8 @@ async function approvedOnB(t: Test, stop: (a: Instance) => Promise<void>, env: R
   t.same(log.map((frame) => frame.seq), log.map((_, i) => i + 1), 'every event once')
   for (const content of ['approval_required', 'approval_resolved', 'tool_result']) t.equal(log.filter(is(content)).length, 1, `one ${content}`)
   t.notOk(log.some(is('cancelled')), 'never cancelled')
+  const metrics = await (await fetch(`${b.baseUrl}/metrics`)).text()
+  t.match(metrics, /^agw_run_handovers_total\{kind="adopted"\} 1$/m, 'B counts the run it adopted')
 }
 
 t.test('two processes on one Redis: a waiting run outlives the one that started it', async (t) => {

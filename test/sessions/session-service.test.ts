@@ -326,6 +326,7 @@ t.test('cancel: the run ends cancelled; nothing to cancel is no_active_run; unkn
     started: () => ({ event: (type) => void told.push(type), cancelRequested: () => void told.push('cancelRequested'), ended: (reason) => void told.push(`ended:${reason}`) }),
     resumed: () => {},
     interrupted: () => {},
+    handedOver: () => {},
   }
   const { service } = core(t, model, { observer })
   const alice = new FakeWatcher()
@@ -379,6 +380,7 @@ t.test('resume: replays after last_seq, then status:resumed, then live events; r
     started: () => ({ event: () => {}, cancelRequested: () => {}, ended: () => {} }),
     resumed: (result) => void results.push(result),
     interrupted: () => {},
+    handedOver: () => {},
   }
   const { service, backend } = core(t, model, { observer, config: { resumeGraceMs: 10_000 } })
   const alice = new FakeWatcher()
