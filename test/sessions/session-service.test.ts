@@ -808,13 +808,13 @@ t.test('fenced with its session gone (the store lost its state): local watchers 
   await service.chat(alice, chat('s'))
   await service.chat(other, chat('s'))
   await service.chat(gone, chat('s'))
-  await waitFor(() => alice.frames.some((f) => f.type === 'token'))
-  // All three runs have asked the model (run starts are spread one per turn).
-  await waitFor(() => requests.length === 3)
+  // Both watched runs stream (run starts are spread one per turn; the unwatched one may end
+  // before it ever asks the model).
+  await waitFor(() => [alice, other].every((watcher) => watcher.frames.some((f) => f.type === 'token')))
   // A Redis that restarted empty: the sessions are gone, nobody was told.
   await backend.sessions.close()
-  await waitFor(() => requests.every((r) => r.signal.aborted), 5000, 'abort')
   await waitFor(() => service.activeRunCount === 0)
+  t.ok(requests.length >= 2 && requests.every((r) => r.signal.aborted), 'every model request made was closed')
   t.ok(lines.some((line) => line.msg === 'run fenced: its session is gone'))
   t.same(alice.closes, [[1011, 'session state lost']])
   t.same(other.closes, [[1011, 'session state lost']])
