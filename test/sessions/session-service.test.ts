@@ -694,7 +694,8 @@ t.test('merging holds at most 64 K characters: then the run stops pulling until 
 
 t.test('a watcher closed mid-chat: the run starts unwatched and is aborted after the grace', async (t) => {
   const { model, requests } = slowModel(100, 10)
-  const { service, backend } = core(t, model, { config: { resumeGraceMs: 40 } })
+  // Long enough for each run to ask the model (a turn after its start) on a busy machine.
+  const { service, backend } = core(t, model, { config: { resumeGraceMs: 200 } })
 
   const closed = new FakeWatcher()
   closed.disconnect()
