@@ -35,7 +35,7 @@ export function withWatchdog(model: ModelClient, options: WatchdogOptions, log: 
       if (runDeadline === undefined) runDeadlines.set(request.signal, (runDeadline = started + options.runTimeoutMs))
       const watchdog = new AbortController()
       let fired: UpstreamError | undefined
-      /** Rejects the wait for the inner model's next batch, if one is under way. */
+      /** Rejects the latest wait for the inner model's next batch (a no-op once it settled). */
       let interrupt: ((reason: UpstreamError) => void) | undefined
       let timer: NodeJS.Timeout | undefined
       const limits = {
@@ -63,7 +63,7 @@ export function withWatchdog(model: ModelClient, options: WatchdogOptions, log: 
         new Promise<IteratorResult<ModelChunk[]>>((resolve, reject) => {
           interrupt = reject
           iterator.next().then(resolve, reject)
-        }).finally(() => (interrupt = undefined))
+        })
       let contentSeen = false
       /** When the idle dog fires: moved by content only, and by the time the caller holds a batch. */
       let idleDeadline = 0
