@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { HistoryMessage } from '../../store/types.ts'
 import type { ModelChunk, ModelClient, ModelRequest } from './types.ts'
 
@@ -57,6 +56,33 @@ function plan(request: ModelRequest): { toolCall?: { name: string; arguments: st
 }
 
 /**
+ * The waits of one stream, on one abort listener: timers/promises' `setTimeout` with a signal
+ * adds and removes a listener per wait, several times the cost of the wait itself, and the
+ * mock waits before every token. An abort rejects the wait under way with the signal's reason.
+ */
+function pacer(signal: AbortSignal, delayMs: number): { pause(): Promise<void>; dispose(): void } {
+  let timer: NodeJS.Timeout | undefined
+  let interrupt: ((reason: unknown) => void) | undefined
+  const onAbort = () => {
+    clearTimeout(timer)
+    interrupt?.(signal.reason)
+  }
+  signal.addEventListener('abort', onAbort, { once: true })
+  return {
+    pause: () =>
+      new Promise<void>((resolve, reject) => {
+        if (signal.aborted) return reject(signal.reason)
+        interrupt = reject
+        timer = setTimeout(resolve, delayMs)
+      }),
+    dispose: () => {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', onAbort)
+    },
+  }
+}
+
+/**
  * Offline, deterministic model: the embedded default and the bench upstream. Streams a reply
  * derived from the prompt, one word per `tokenDelayMs`, and calls tools when asked for the
  * time or a calculation, so the whole agent loop works without a network.
@@ -66,31 +92,31 @@ export function createMockModel(options: { tokenDelayMs: number }): ModelClient 
   return {
     name: 'mock',
     async *stream(request: ModelRequest): AsyncIterable<ModelChunk[]> {
-      const { signal } = request
-      // Like the openai model, a cancel surfaces as the signal's reason (not timers' AbortError).
-      const pause = () =>
-        sleep(options.tokenDelayMs, undefined, { signal }).catch(() => {
-          throw signal.reason
-        })
-      const answer = plan(request)
-      await pause()
-      if (answer.toolCall) {
-        const id = `call_mock_${++calls}`
+      // Like the openai model, a cancel surfaces as the signal's reason.
+      const { pause, dispose } = pacer(request.signal, options.tokenDelayMs)
+      try {
+        const answer = plan(request)
+        await pause()
+        if (answer.toolCall) {
+          const id = `call_mock_${++calls}`
+          yield [
+            { type: 'tool_call', index: 0, id, name: answer.toolCall.name, arguments: answer.toolCall.arguments },
+            { type: 'finish', reason: 'tool_calls' },
+          ]
+          return
+        }
+        const tokens = words(answer.text)
+        for (const [index, token] of tokens.entries()) {
+          if (index > 0) await pause()
+          yield [{ type: 'text', text: token }]
+        }
         yield [
-          { type: 'tool_call', index: 0, id, name: answer.toolCall.name, arguments: answer.toolCall.arguments },
-          { type: 'finish', reason: 'tool_calls' },
+          { type: 'usage', usage: { prompt_tokens: countWords(request.messages), completion_tokens: tokens.length } },
+          { type: 'finish', reason: 'stop' },
         ]
-        return
+      } finally {
+        dispose()
       }
-      const tokens = words(answer.text)
-      for (const [index, token] of tokens.entries()) {
-        if (index > 0) await pause()
-        yield [{ type: 'text', text: token }]
-      }
-      yield [
-        { type: 'usage', usage: { prompt_tokens: countWords(request.messages), completion_tokens: tokens.length } },
-        { type: 'finish', reason: 'stop' },
-      ]
     },
   }
 }

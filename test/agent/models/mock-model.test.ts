@@ -1,4 +1,5 @@
 import t from 'tap'
+import { getEventListeners } from 'node:events'
 import { createMockModel } from '../../../src/agent/models/mock-model.ts'
 import type { ModelChunk, ModelRequest, OpenAITool } from '../../../src/agent/models/types.ts'
 import type { HistoryMessage } from '../../../src/store/types.ts'
@@ -110,4 +111,24 @@ t.test('paced by tokenDelayMs, and an abort ends it with the signal reason', asy
   const already = new AbortController()
   already.abort(reason)
   await t.rejects(collect(model.stream(request([{ role: 'user', content: 'hi' }], [], already.signal))), reason, 'aborted before the first token')
+})
+
+t.test('a stream waits on one abort listener, removed when it ends, early or not', async (t) => {
+  const model = createMockModel({ tokenDelayMs: 1 })
+  const signal = new AbortController().signal
+  const listeners: number[] = []
+  for await (const _ of model.stream(request([{ role: 'user', content: 'one two three four five' }], [], signal))) listeners.push(getEventListeners(signal, 'abort').length)
+  t.ok(listeners.length > 5 && listeners.every((count) => count === 1), `one listener at every token (${listeners.join(', ')})`)
+  t.equal(getEventListeners(signal, 'abort').length, 0, 'none once the stream ended')
+  for await (const _ of model.stream(request([{ role: 'user', content: 'one two three' }], [], signal))) break
+  t.equal(getEventListeners(signal, 'abort').length, 0, 'none once the caller stopped early')
+})
+
+t.test('an abort during a wait ends the wait with the signal reason', async (t) => {
+  const model = createMockModel({ tokenDelayMs: 60_000 })
+  const controller = new AbortController()
+  const reason = new Error('cancelled mid-wait')
+  setTimeout(() => controller.abort(reason), 10)
+  await t.rejects(collect(model.stream(request([{ role: 'user', content: 'hi' }], [], controller.signal))), reason)
+  t.equal(getEventListeners(controller.signal, 'abort').length, 0)
 })
