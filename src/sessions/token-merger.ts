@@ -1,3 +1,5 @@
+import { nextTurn } from '../next-turn.ts'
+
 /** Text held before the run stops pulling from the model (a watcher stays backed up). */
 export const MERGE_LIMIT_CHARS = 64 * 1024
 
@@ -59,7 +61,7 @@ export class TokenMerger {
 
   async #flushSoon(): Promise<void> {
     // The rest of this upstream read joins first; a backed-up watcher lets more join.
-    await new Promise(setImmediate)
+    await nextTurn()
     while (!this.#options.writable()) await this.#options.whenWritable()
     await this.#logged
     const text = this.#held
