@@ -34,7 +34,32 @@ export function inputApplies(messages: readonly HistoryMessage[], input: RunInpu
   return input.kind === 'message' || applyRunInput(messages, input) !== null
 }
 
-/** A session's title: its first user message, cut to 80 characters (code points, never half a pair). */
+const TITLE_CODE_POINTS = 80
+const WHITESPACE = /\s/
+
+/**
+ * A session's title: its first user message, whitespace collapsed, cut to 80 characters (code
+ * points, never half a pair). Reads only as far as the title goes: every run's message is
+ * offered, and a long prompt was collapsed whole to keep 80 characters of it.
+ */
 export function titleOf(content: string): string {
-  return Array.from(content.replace(/\s+/g, ' ').trim()).slice(0, 80).join('')
+  let title = ''
+  let length = 0
+  let gap = false
+  for (const char of content) {
+    if (WHITESPACE.test(char)) {
+      gap = length > 0
+      continue
+    }
+    if (gap) {
+      if (length === TITLE_CODE_POINTS) break
+      title += ' '
+      length++
+      gap = false
+    }
+    if (length === TITLE_CODE_POINTS) break
+    title += char
+    length++
+  }
+  return title
 }

@@ -64,6 +64,20 @@ t.test('titleOf: the first message, whitespace collapsed, cut to 80 code points'
   t.equal(titleOf(`${'a'.repeat(79)}😀b`).at(-1), '😀'.at(-1), 'the pair stays whole')
 })
 
+t.test('titleOf reads only as far as the title goes, and says what collapsing the whole message would', async (t) => {
+  const whole = (content: string) => Array.from(content.replace(/\s+/g, ' ').trim()).slice(0, 80).join('')
+  const alphabet = ['a', 'b', ' ', '  ', '\n', '\t', '\u00a0', '\u2028', '😀', 'é', '\u3000']
+  let seed = 7
+  const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31
+  for (let i = 0; i < 500; i++) {
+    const length = Math.floor(random() * 120)
+    const content = Array.from({ length }, () => alphabet[Math.floor(random() * alphabet.length)]).join('')
+    if (titleOf(content) !== whole(content)) return t.fail(`differs for ${JSON.stringify(content)}`)
+  }
+  t.equal(titleOf(`${'a'.repeat(79)} b`), `${'a'.repeat(79)} `, 'a gap at the cut is kept, as in the collapsed message')
+  t.equal(titleOf(`${'a'.repeat(80)} b`), 'a'.repeat(80))
+})
+
 t.test('cursors: opaque, exact, and a malformed one starts from the top', async (t) => {
   const cursor = encodeCursor(1_700_000_000_123, 'session-é')
   t.match(cursor, /^[A-Za-z0-9_-]+$/, 'base64url')
