@@ -31,7 +31,8 @@ export type HistoryMessage = Static<typeof HistoryMessage>
  * all three, so nothing of one generation reaches, or is written into, another.
  */
 export const SessionRef = Type.Object({ owner: Type.String(), id: Type.String(), gen: Type.String() })
-export type SessionRef = Static<typeof SessionRef>
+/** Never changed once made: keys are cached per ref object (refKey). */
+export type SessionRef = Readonly<Static<typeof SessionRef>>
 
 export interface SessionRecord extends SessionRef {
   messages: HistoryMessage[]
@@ -326,7 +327,14 @@ export interface Backend {
   close(): Promise<void>
 }
 
-/** A stable string for a ref (map keys). */
+const refKeys = new WeakMap<SessionRef, string>()
+
+/**
+ * A stable string for a ref (map keys), made once per ref object: a run looks its session up
+ * by the same ref several times per token, and a string built anew is hashed anew.
+ */
 export function refKey(ref: SessionRef): string {
-  return `${ref.owner.length}:${ref.owner}:${ref.id}:${ref.gen}`
+  let key = refKeys.get(ref)
+  if (key === undefined) refKeys.set(ref, (key = `${ref.owner.length}:${ref.owner}:${ref.id}:${ref.gen}`))
+  return key
 }

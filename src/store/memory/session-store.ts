@@ -55,6 +55,14 @@ export interface MemoryStoreOptions {
 }
 
 const ownerKey = (owner: string, id: string) => `${owner.length}:${owner}:${id}`
+const ownerKeys = new WeakMap<SessionRef, string>()
+
+/** A ref's ownerKey, made once per ref object: a run's ref is looked up several times per token. */
+function ownerKeyOf(ref: SessionRef): string {
+  let key = ownerKeys.get(ref)
+  if (key === undefined) ownerKeys.set(ref, (key = ownerKey(ref.owner, ref.id)))
+  return key
+}
 
 /** One instance's sessions; every check-then-write is synchronous, so it is atomic. */
 export class MemorySessionStore implements SessionStore {
@@ -94,28 +102,28 @@ export class MemorySessionStore implements SessionStore {
     this.#log.end(session.ref, reason)
   }
 
-  #find(owner: string, id: string): MemorySession | undefined {
-    const session = this.#sessions.get(ownerKey(owner, id))
+  #find(key: string): MemorySession | undefined {
+    const session = this.#sessions.get(key)
     return session && !this.#expireIfIdle(session, this.#now()) ? session : undefined
   }
 
   /** The session `ref` names, if it still exists as that generation. */
   #live(ref: SessionRef): MemorySession | undefined {
-    const session = this.#find(ref.owner, ref.id)
+    const session = this.#find(ownerKeyOf(ref))
     return session?.ref.gen === ref.gen ? session : undefined
   }
 
   async get(owner: string, id: string): Promise<SessionRecord | null> {
-    const session = this.#find(owner, id)
+    const session = this.#find(ownerKey(owner, id))
     return session ? publicRecord(session) : null
   }
 
   async open(owner: string, id: string, maxSessions: number): Promise<OpenResult> {
-    const found = this.#find(owner, id)
+    const found = this.#find(ownerKey(owner, id))
     if (found) return { kind: 'open', session: publicRecord(found) }
     const owned = this.#perOwner.get(owner) ?? new Set<string>()
     // Expired ones do not count: look at each (cheap: at most maxSessions of them).
-    if (owned.size >= maxSessions) for (const other of [...owned]) this.#find(owner, other)
+    if (owned.size >= maxSessions) for (const other of [...owned]) this.#find(ownerKey(owner, other))
     if (owned.size >= maxSessions) return { kind: 'too_many' }
     const now = this.#now()
     const session: MemorySession = {
@@ -269,7 +277,7 @@ export class MemorySessionStore implements SessionStore {
   async list(owner: string, limit: number, cursor: string | undefined): Promise<SessionPage> {
     const after = decodeCursor(cursor)
     const sessions = [...(this.#perOwner.get(owner) ?? [])]
-      .map((id) => this.#find(owner, id))
+      .map((id) => this.#find(ownerKey(owner, id)))
       .filter((session) => session !== undefined)
       .sort(newestFirst)
       .filter((session) => !after || newestFirst(session, { updatedAt: after[0], ref: { id: after[1] } }) > 0)
