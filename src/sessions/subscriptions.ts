@@ -111,16 +111,18 @@ export class Subscriptions implements SubscriptionOwner {
   }
 
   registered(subscription: Subscription): void {
-    let watched = this.#watched.get(subscription.key)
-    if (!watched) {
-      const created: Watched = { ref: subscription.ref, subscriptions: new Set(), running: false, expiry: new DeadlineTimer(() => void this.#checkExpiry(created)) }
-      watched = created
-      this.#watched.set(subscription.key, watched)
-      watched.expiry.arm(Date.now())
-    }
+    const watched = this.#watched.get(subscription.key) ?? this.#watch(subscription)
     watched.subscriptions.add(subscription)
     this.#count++
     this.#onCount?.(this.#count)
+  }
+
+  /** The session's first local subscription: it is watched here, its expiry checked from now on. */
+  #watch(subscription: Subscription): Watched {
+    const watched: Watched = { ref: subscription.ref, subscriptions: new Set(), running: false, expiry: new DeadlineTimer(() => void this.#checkExpiry(watched)) }
+    this.#watched.set(subscription.key, watched)
+    watched.expiry.arm(Date.now())
+    return watched
   }
 
   /** Called once per subscription, by its close(). */
