@@ -4,6 +4,7 @@ import type { ModelClient } from './models/types.ts'
 import type { OpenAITool, ToolOutcome, ToolRegistry } from './tools/registry.ts'
 import { UpstreamError } from './upstream-error.ts'
 import { progressRelay } from './tool-progress.ts'
+import { relayTurn } from '../relay-budget.ts'
 
 export type AgentEvent =
   /** `deltas`: how many of the model's deltas the text joins, 1 when absent (metrics count the model's deltas). */
@@ -72,9 +73,6 @@ export interface AgentOutcome {
 
 const RUN: GateDecision = { kind: 'run' }
 
-/** The longest a run relays batches without letting other work in. */
-const YIELD_AFTER_MS = 2
-
 interface PendingCall {
   id: string
   name: string
@@ -122,8 +120,6 @@ export async function runAgent(input: AgentRunInput, progress: AgentProgress): P
   const messages = [...input.messages, ...(input.resume ? progress.messages : [])]
   const tools = [...input.tools.openAITools(), ...(input.clientTools ?? [])]
   const clientToolNames = new Set((input.clientTools ?? []).map((tool) => tool.function.name))
-  let sliceStart = 0
-  let lastBatchAt = 0
   for (let round = input.resume?.round ?? 0; ; round++) {
     if (input.resume && round === input.resume.round) {
       // A recorded round ends with the assistant turn that asked for its calls.
@@ -139,15 +135,12 @@ export async function runAgent(input: AgentRunInput, progress: AgentProgress): P
     const usageBefore = progress.usage
     for await (const batch of input.model.stream({ messages, tools, signal })) {
       signal.throwIfAborted()
-      // Upstream reads that follow each other without a wait are relayed as microtasks: give
-      // the event loop back now and then, so cancels and other sockets are served meanwhile.
-      // A batch that comes after a wait starts a new slice (the loop had its turn).
-      const now = performance.now()
-      if (now - lastBatchAt > YIELD_AFTER_MS) sliceStart = now
-      else if (now - sliceStart > YIELD_AFTER_MS) {
-        await new Promise(setImmediate)
+      // Reads relayed back to back, this run's or many runs', give the loop back now and then,
+      // so that cancels and other sockets are served meanwhile.
+      const turn = relayTurn()
+      if (turn) {
+        await turn
         signal.throwIfAborted()
-        sliceStart = performance.now()
       }
       for (const chunk of batch) {
         signal.throwIfAborted()
@@ -171,7 +164,6 @@ export async function runAgent(input: AgentRunInput, progress: AgentProgress): P
           finish = chunk.reason
         }
       }
-      lastBatchAt = performance.now()
     }
     signal.throwIfAborted()
     const requested = [...calls.entries()].sort(([a], [b]) => a - b).map(([, call]) => call)

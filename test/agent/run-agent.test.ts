@@ -230,6 +230,83 @@ t.test('cancelled mid-stream: throws the signal reason; the partial text is kept
   t.same(producedMessages(progress), [{ role: 'assistant', content: 'one two ' }])
 })
 
+t.test('a run relaying reads back to back gives the loop back, and a cancel that came meanwhile stops it', async (t) => {
+  const controller = new AbortController()
+  const reason = new Error('cancel while relaying')
+  // A turn of its own: no stretch of relaying left over from the tests before.
+  await new Promise(setImmediate)
+  let loopRan = false
+  setImmediate(() => {
+    loopRan = true
+    controller.abort(reason)
+  })
+  const busy: ModelClient = {
+    name: 'busy',
+    async *stream() {
+      // Reads that are always ready, each costing a millisecond: only the relay budget lets the loop in.
+      for (;;) {
+        const until = performance.now() + 1
+        while (performance.now() < until);
+        yield [text('x')]
+      }
+    },
+  }
+  const { run, events } = input(busy, { signal: controller.signal })
+  await t.rejects(runAgent(run, createProgress()), reason)
+  t.ok(loopRan, 'the immediate ran while the run relayed')
+  t.ok(events.length >= 1, `${events.length} tokens relayed before the cancel was seen`)
+})
+
+t.test('runs relaying at once share one budget per turn (each run counted only its own slice, so many runs held the loop for all their reads)', async (t) => {
+  const RUNS = 10
+  const READS = 4
+  await new Promise(setImmediate)
+  let release!: () => void
+  let gate = new Promise<void>((resolve) => (release = resolve))
+  // Every run's next read becomes ready at once, as a hundred upstreams' reads in one turn.
+  const gated = (): ModelClient => ({
+    name: 'gated',
+    async *stream() {
+      for (let read = 0; read < READS; read++) {
+        await gate
+        yield [text('x')]
+      }
+    },
+  })
+  let relayed = 0
+  const runs = Array.from({ length: RUNS }, () => {
+    const { run } = input(gated(), {
+      // Half a millisecond to relay each read.
+      emit: async () => {
+        relayed++
+        const until = performance.now() + 0.5
+        while (performance.now() < until);
+      },
+    })
+    return runAgent(run, createProgress())
+  })
+  const inOneStretch: number[] = []
+  for (let read = 0; read < READS; read++) {
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    await new Promise<void>((resolve) =>
+      setTimeout(() => {
+        const open = release
+        gate = new Promise((next) => (release = next))
+        const before = relayed
+        // Runs after the timers phase, before anything deferred to the next turn.
+        setImmediate(() => {
+          inOneStretch.push(relayed - before)
+          resolve()
+        })
+        open()
+      }, 0),
+    )
+  }
+  await Promise.all(runs)
+  t.equal(relayed, RUNS * READS, 'every read relayed')
+  t.ok(Math.max(...inOneStretch) < RUNS, `at most ${Math.max(...inOneStretch)} of the ${RUNS} runs' ready reads relayed before the loop went on (${inOneStretch.join(', ')})`)
+})
+
 t.test('cancelled when the stream ends: the abort still wins', async (t) => {
   const controller = new AbortController()
   const { model } = scripted([[text('x')]], { onChunk: () => controller.abort(new Error('late')) })
