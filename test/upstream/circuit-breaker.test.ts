@@ -129,3 +129,42 @@ t.test('withCircuitBreaker: a caller that stops early releases the probe', async
   t.equal(breaker.state, 'half_open')
   t.same(breaker.admit(), { probe: true }, 'the probe slot is free again')
 })
+
+t.test('withCircuitBreaker: a caller that breaks off closes the inner stream; one that never asked admits nothing', async (t) => {
+  let now = 0
+  const breaker = new CircuitBreaker({ threshold: 1, cooldownMs: 100, now: () => now }, capturingLogger().log)
+  let closed = false
+  const model = fakeModel([
+    fails(outage()),
+    async function* () {
+      try {
+        yield [text('a')]
+        yield [text('b')]
+      } finally {
+        closed = true
+      }
+    },
+  ])
+  const wrapped = withCircuitBreaker(model, breaker)
+  await t.rejects(collect(wrapped))
+  now = 100
+  const unasked = wrapped.stream({ messages: [], tools: [], signal: new AbortController().signal })[Symbol.asyncIterator]()
+  t.same(await unasked.return?.(), { done: true, value: undefined })
+  t.equal(model.calls.length, 1, 'never asked: the model was not called')
+  for await (const batch of wrapped.stream({ messages: [], tools: [], signal: new AbortController().signal })) {
+    t.same(batch, [text('a')])
+    break
+  }
+  t.ok(closed, 'the inner stream was closed')
+  t.equal(breaker.state, 'closed', 'the probe answered before the caller broke off')
+})
+
+t.test('withCircuitBreaker: once over, the stream answers done and gives no second verdict', async (t) => {
+  const breaker = new CircuitBreaker({ threshold: 1, cooldownMs: 100 }, capturingLogger().log)
+  const iterator = withCircuitBreaker(fakeModel([answers(stop)]), breaker).stream({ messages: [], tools: [], signal: new AbortController().signal })[Symbol.asyncIterator]()
+  t.same(await iterator.next(), { done: false, value: [stop] })
+  t.same(await iterator.next(), { done: true, value: undefined })
+  t.same(await iterator.next(), { done: true, value: undefined }, 'asked again: still done')
+  t.same(await iterator.return?.(), { done: true, value: undefined }, 'and a late return() is harmless')
+  t.equal(breaker.state, 'closed')
+})

@@ -232,3 +232,31 @@ t.test('finished and cancelled streams leave the signals they gave the real SDK 
   const held = given.filter((signal) => signal.deref() !== undefined).length
   t.equal(held, 0, `${held} of ${given.length} finished runs' signals still reachable`)
 })
+
+t.test('once over, the stream answers done, and a late return() leaves the finished request alone', async (t) => {
+  const model = fakeModel([answers(text('a'), stop)])
+  const iterator = withWatchdog(model, limits, capturingLogger().log).stream({ messages: [], tools: [], signal: new AbortController().signal })[Symbol.asyncIterator]()
+  t.same((await iterator.next()).value, [text('a')])
+  t.same((await iterator.next()).value, [stop])
+  t.equal((await iterator.next()).done, true)
+  t.same(await iterator.next(), { done: true, value: undefined }, 'asked again: still done')
+  t.same(await iterator.return?.(), { done: true, value: undefined })
+  t.equal(model.calls[0]?.signal.aborted, false, 'a request that finished is not aborted afterwards')
+})
+
+t.test('a fast stream sets the dog once, not once per batch (a batch only moves its deadline)', async (t) => {
+  const chunks = Array.from({ length: 200 }, (_, i) => text(`w${i}`))
+  const model = fakeModel([answers(...chunks, stop)])
+  const real = globalThis.setTimeout
+  let timers = 0
+  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+    timers++
+    return real(...args)
+  }) as typeof setTimeout
+  try {
+    t.same(await collect(withWatchdog(model, limits, capturingLogger().log)), [...chunks, stop])
+  } finally {
+    globalThis.setTimeout = real
+  }
+  t.ok(timers <= 2, `${timers} timers set for ${chunks.length + 1} batches`)
+})

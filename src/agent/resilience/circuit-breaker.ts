@@ -101,32 +101,80 @@ export class CircuitBreaker {
  * its first chunk arrives, so other runs wait for the upstream to answer, not to finish.
  */
 export function withCircuitBreaker(model: ModelClient, breaker: CircuitBreaker): ModelClient {
-  return {
-    name: model.name,
-    async *stream(request: ModelRequest): AsyncIterable<ModelChunk[]> {
-      let admission = breaker.admit()
-      let settled = false
+  return { name: model.name, stream: (request) => new GuardedStream(model, request, breaker) }
+}
+
+/**
+ * One call through the breaker, as a hand-written iterator (one `then` per batch, no generator
+ * turns); admitted at its first next(), as a generator's body would start. One next() at a
+ * time, as `for await` asks.
+ */
+class GuardedStream implements AsyncIterableIterator<ModelChunk[]> {
+  readonly #model: ModelClient
+  readonly #request: ModelRequest
+  readonly #breaker: CircuitBreaker
+  #inner: AsyncIterator<ModelChunk[]> | undefined
+  #admission: Admission = { probe: false }
+  /** The breaker heard how the call went (a verdict, or the release of its admission). */
+  #over = false
+
+  constructor(model: ModelClient, request: ModelRequest, breaker: CircuitBreaker) {
+    this.#model = model
+    this.#request = request
+    this.#breaker = breaker
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this
+  }
+
+  next(): Promise<IteratorResult<ModelChunk[]>> {
+    if (this.#over) return Promise.resolve({ done: true, value: undefined })
+    if (!this.#inner) {
       try {
-        for await (const batch of model.stream(request)) {
-          if (admission.probe) {
-            breaker.succeeded(admission)
-            admission = { probe: false }
-          }
-          yield batch
-        }
-        settled = true
-        breaker.succeeded(admission)
+        this.#admission = this.#breaker.admit()
       } catch (err) {
-        if (err instanceof UpstreamError && !request.signal.aborted) {
-          settled = true
-          if (isOutage(err)) breaker.failed(admission, err)
-          else breaker.succeeded(admission)
-        }
-        throw err
-      } finally {
-        // Cancelled, a bug, or a caller that stopped early: no verdict, but the probe slot is freed.
-        if (!settled) breaker.released(admission)
+        this.#over = true
+        return Promise.reject(err)
       }
-    },
+      this.#inner = this.#model.stream(this.#request)[Symbol.asyncIterator]()
+    }
+    return this.#inner.next().then(this.#passed, this.#failed)
+  }
+
+  /** The caller stopped early: no verdict, but a probe's slot is freed. */
+  async return(): Promise<IteratorResult<ModelChunk[]>> {
+    await this.#inner?.return?.()
+    this.#release()
+    return { done: true, value: undefined }
+  }
+
+  readonly #passed = (next: IteratorResult<ModelChunk[]>): IteratorResult<ModelChunk[]> => {
+    if (next.done) {
+      this.#over = true
+      this.#breaker.succeeded(this.#admission)
+    } else if (this.#admission.probe) {
+      this.#breaker.succeeded(this.#admission)
+      this.#admission = { probe: false }
+    }
+    return next
+  }
+
+  readonly #failed = (err: unknown): never => {
+    if (err instanceof UpstreamError && !this.#request.signal.aborted) {
+      this.#over = true
+      if (isOutage(err)) this.#breaker.failed(this.#admission, err)
+      else this.#breaker.succeeded(this.#admission)
+    } else {
+      // Cancelled, or a bug: no verdict.
+      this.#release()
+    }
+    throw err
+  }
+
+  #release(): void {
+    if (this.#over) return
+    this.#over = true
+    this.#breaker.released(this.#admission)
   }
 }

@@ -40,31 +40,65 @@ export function retryDelayMs(error: UpstreamError, retry: number, options: Retry
  * ends the run instead, so an answer is never duplicated. Waits are cut short by the signal.
  */
 export function withRetry(model: ModelClient, options: RetryOptions, log: FastifyBaseLogger): ModelClient {
-  return {
-    name: model.name,
-    async *stream(request: ModelRequest): AsyncIterable<ModelChunk[]> {
-      const { signal } = request
-      const started = Date.now()
-      for (let retry = 0; ; retry++) {
-        let yielded = false
-        try {
-          for await (const batch of model.stream(request)) {
-            yielded = true
-            yield batch
-          }
-          return
-        } catch (err) {
-          if (yielded || signal.aborted || !(err instanceof UpstreamError)) throw err
-          const delayMs = retryDelayMs(err, retry, options)
-          if (delayMs === undefined) throw err
-          if (options.budgetMs !== undefined && Date.now() - started + delayMs >= options.budgetMs) throw err
-          log.warn({ failure: err.failure, status: err.status, retry: retry + 1, delayMs }, 'upstream failed before the first chunk: retrying')
-          options.onRetry?.(err.failure)
-          await sleep(delayMs, undefined, { signal }).catch(() => {
-            throw signal.reason
-          })
-        }
+  return { name: model.name, stream: (request) => new RetryingStream(model, request, options, log) }
+}
+
+/**
+ * A hand-written iterator, not an async generator: past the first chunk it hands the inner
+ * stream's own next() through, with no promise or turn of its own per batch. One next() at a
+ * time, as `for await` asks.
+ */
+class RetryingStream implements AsyncIterableIterator<ModelChunk[]> {
+  readonly #model: ModelClient
+  readonly #request: ModelRequest
+  readonly #options: RetryOptions
+  readonly #log: FastifyBaseLogger
+  #inner: AsyncIterator<ModelChunk[]> | undefined
+  /** Something reached the caller (or the stream ended): no retry from here on. */
+  #committed = false
+
+  constructor(model: ModelClient, request: ModelRequest, options: RetryOptions, log: FastifyBaseLogger) {
+    this.#model = model
+    this.#request = request
+    this.#options = options
+    this.#log = log
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this
+  }
+
+  next(): Promise<IteratorResult<ModelChunk[]>> {
+    return this.#committed ? (this.#inner as AsyncIterator<ModelChunk[]>).next() : this.#first()
+  }
+
+  async return(): Promise<IteratorResult<ModelChunk[]>> {
+    this.#committed = true
+    await this.#inner?.return?.()
+    return { done: true, value: undefined }
+  }
+
+  async #first(): Promise<IteratorResult<ModelChunk[]>> {
+    const { signal } = this.#request
+    const options = this.#options
+    const started = Date.now()
+    for (let retry = 0; ; retry++) {
+      this.#inner = this.#model.stream(this.#request)[Symbol.asyncIterator]()
+      try {
+        const first = await this.#inner.next()
+        this.#committed = true
+        return first
+      } catch (err) {
+        if (signal.aborted || !(err instanceof UpstreamError)) throw err
+        const delayMs = retryDelayMs(err, retry, options)
+        if (delayMs === undefined) throw err
+        if (options.budgetMs !== undefined && Date.now() - started + delayMs >= options.budgetMs) throw err
+        this.#log.warn({ failure: err.failure, status: err.status, retry: retry + 1, delayMs }, 'upstream failed before the first chunk: retrying')
+        options.onRetry?.(err.failure)
+        await sleep(delayMs, undefined, { signal }).catch(() => {
+          throw signal.reason
+        })
       }
-    },
+    }
   }
 }
