@@ -167,6 +167,8 @@ export class ToolGate {
     const onAbort = () => reject(signal.reason)
     signal.addEventListener('abort', onAbort, { once: true })
     const expired: StoredAnswer = { kind: pending.kind, expired: true }
+    // Past already for a resumed call whose deadline came while no instance held it: at once.
+    const delayMs = Math.max(0, expiresAt - Date.now())
     // The deadline answers only if nobody claimed the call first; if somebody did, theirs stands.
     const deadline = setTimeout(() => {
       backend.sessions.claimPending(ref, call.callId, expired).then(
@@ -176,7 +178,7 @@ export class ToolGate {
         },
         () => resolve(expired),
       )
-    }, expiresAt - Date.now())
+    }, delayMs)
     try {
       if (announce) {
         const round: WaitingRound = { ...this.#options.snapshot(call.round), calls: Object.fromEntries(this.#calls) }

@@ -132,3 +132,21 @@ t.test("a resumed round: each call goes on from where its instance left it", asy
   toolGate.answer('waiting', { kind: 'approval', approved: false, reason: 'no' })
   t.match(await waiting, { kind: 'outcome', outcome: { ok: false, error: 'not run: the user denied it: no' } })
 })
+
+t.test('a resumed call whose deadline passed while no instance held it expires at once, without a negative-timeout warning', async (t) => {
+  const warnings: string[] = []
+  const onWarning = (warning: Error) => warnings.push(warning.name)
+  process.on('warning', onWarning)
+  t.teardown(() => void process.off('warning', onWarning))
+  const round: WaitingRound = {
+    round: 1,
+    messages: [],
+    content: '',
+    reasoning: '',
+    calls: { late: { state: 'waiting', pending: { call_id: 'late', tool: 'local', arguments: {}, kind: 'client_tool', expires_at: new Date(Date.now() - 60_000).toISOString() } } },
+  }
+  const { toolGate } = gate({ addPending: async () => true, claimPending: async () => null, callState: async () => null }, {}, round)
+  t.match(await toolGate.decide({ tool: 'local', callId: 'late', argumentsJson: '{}', round: 1 }), { kind: 'outcome', outcome: { ok: false, error: /timed out/ } })
+  await new Promise(setImmediate)
+  t.same(warnings, [], 'no process warning')
+})
