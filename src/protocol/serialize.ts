@@ -2,9 +2,11 @@ import type { UnsequencedRunEvent } from './server-frames.ts'
 
 /** A run event as it goes on the wire and into the log: replays send these exact bytes. */
 export function serializeEvent(event: UnsequencedRunEvent, seq: number): string {
-  // The hot path (one per model delta), written out: the same bytes as the general case.
+  // The hot path (one per model delta), without the rest/spread: the same bytes as the general
+  // case. One JSON.stringify, not a template around three: a flat string, where a template
+  // left a tree of concatenations (kept as long as the log keeps the frame), and faster too.
   if (event.type === 'token') {
-    return `{"type":"token","session_id":${JSON.stringify(event.session_id)},"seq":${seq},"content":${JSON.stringify(event.content)},"metadata":{"run_id":${JSON.stringify(event.metadata.run_id)}}}`
+    return JSON.stringify({ type: 'token', session_id: event.session_id, seq, content: event.content, metadata: { run_id: event.metadata.run_id } })
   }
   // type, session_id, seq first: readable on the wire, and the same bytes on every replay.
   const { type, session_id, ...rest } = event

@@ -10,7 +10,12 @@ interface Reader {
 
 interface SessionLog {
   lastSeq: number
-  events: LoggedEvent[]
+  /**
+   * The frames held, oldest first; the last one's seq is lastSeq. Frames only, not LoggedEvent
+   * objects: thousands are held per session, and each object more is one more for every
+   * scavenge to copy and every mark to visit.
+   */
+  frames: string[]
   readers: Set<Reader>
 }
 
@@ -29,7 +34,7 @@ export class MemoryEventLog implements EventLog {
   #log(ref: SessionRef): SessionLog {
     const key = refKey(ref)
     let log = this.#logs.get(key)
-    if (!log) this.#logs.set(key, (log = { lastSeq: 0, events: [], readers: new Set() }))
+    if (!log) this.#logs.set(key, (log = { lastSeq: 0, frames: [], readers: new Set() }))
     return log
   }
 
@@ -41,9 +46,9 @@ export class MemoryEventLog implements EventLog {
     const log = this.#log(ref)
     const seq = ++log.lastSeq
     const logged = { seq, frame: serializeEvent(event, seq) }
-    log.events.push(logged)
+    log.frames.push(logged.frame)
     // Trim in batches so a full buffer does not shift the array on every append.
-    if (log.events.length > this.#maxEvents * 1.25) log.events.splice(0, log.events.length - this.#maxEvents)
+    if (log.frames.length > this.#maxEvents * 1.25) log.frames.splice(0, log.frames.length - this.#maxEvents)
     for (const reader of log.readers) if (!reader.paused) this.#deliver(log, reader, logged)
     return logged
   }
@@ -110,9 +115,9 @@ export class MemoryEventLog implements EventLog {
 }
 
 function readHeld(log: SessionLog, afterSeq: number, maxEvents: number): ReadResult {
-  const events = log.events.length > maxEvents ? log.events.slice(-maxEvents) : log.events
-  const oldest = events[0]?.seq ?? log.lastSeq + 1
+  const frames = log.frames.length > maxEvents ? log.frames.slice(-maxEvents) : log.frames
+  const oldest = log.lastSeq - frames.length + 1
   const gone = afterSeq > log.lastSeq || afterSeq < oldest - 1
   const start = Math.max(0, afterSeq - oldest + 1)
-  return { events: gone ? [] : events.slice(start), gone, lastSeq: log.lastSeq }
+  return { events: gone ? [] : frames.slice(start).map((frame, i) => ({ seq: oldest + start + i, frame })), gone, lastSeq: log.lastSeq }
 }
