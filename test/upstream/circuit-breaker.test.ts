@@ -1,7 +1,7 @@
 import t from 'tap'
 import { CircuitBreaker, withCircuitBreaker } from '../../src/agent/resilience/circuit-breaker.ts'
 import { UpstreamError } from '../../src/agent/upstream-error.ts'
-import { answers, capturingLogger, collect, fails, fakeModel, stalls, stop, text } from './fake-model.ts'
+import { answers, capturingLogger, closable, collect, fails, fakeModel, stalls, stop, text } from './fake-model.ts'
 
 const outage = () => new UpstreamError('server', 'the model server failed (503)', { status: 503 })
 
@@ -133,18 +133,8 @@ t.test('withCircuitBreaker: a caller that stops early releases the probe', async
 t.test('withCircuitBreaker: a caller that breaks off closes the inner stream; one that never asked admits nothing', async (t) => {
   let now = 0
   const breaker = new CircuitBreaker({ threshold: 1, cooldownMs: 100, now: () => now }, capturingLogger().log)
-  let closed = false
-  const model = fakeModel([
-    fails(outage()),
-    async function* () {
-      try {
-        yield [text('a')]
-        yield [text('b')]
-      } finally {
-        closed = true
-      }
-    },
-  ])
+  const inner = closable(text('a'), text('b'))
+  const model = fakeModel([fails(outage()), inner.behaviour])
   const wrapped = withCircuitBreaker(model, breaker)
   await t.rejects(collect(wrapped))
   now = 100
@@ -155,7 +145,7 @@ t.test('withCircuitBreaker: a caller that breaks off closes the inner stream; on
     t.same(batch, [text('a')])
     break
   }
-  t.ok(closed, 'the inner stream was closed')
+  t.ok(inner.closed(), 'the inner stream was closed')
   t.equal(breaker.state, 'closed', 'the probe answered before the caller broke off')
 })
 

@@ -55,6 +55,21 @@ export function stalls(...before: ModelChunk[]): Behaviour {
   }
 }
 
+/** Each chunk its own batch; `closed()` tells whether the stream was closed (its finally ran). */
+export function closable(...chunks: ModelChunk[]): { behaviour: Behaviour; closed: () => boolean } {
+  let closed = false
+  return {
+    behaviour: async function* () {
+      try {
+        yield* oneByOne(chunks)
+      } finally {
+        closed = true
+      }
+    },
+    closed: () => closed,
+  }
+}
+
 /** Like `stalls`, but deaf to its signal: the wrapper must not wait on it. */
 export function hangs(...before: ModelChunk[]): Behaviour {
   return async function* () {

@@ -7,7 +7,7 @@ import { UpstreamError } from '../../src/agent/upstream-error.ts'
 import { createOpenAIModel } from '../../src/agent/models/openai-model.ts'
 import { createFakeUpstream, textSteps } from '../helpers/fake-upstream.ts'
 import type { ModelChunk, ModelClient } from '../../src/agent/models/types.ts'
-import { answers, capturingLogger, collect, fails, fakeModel, hangs, stalls, stop, text, trickles } from './fake-model.ts'
+import { answers, capturingLogger, closable, collect, fails, fakeModel, hangs, stalls, stop, text, trickles } from './fake-model.ts'
 
 const limits: WatchdogOptions = { firstTokenTimeoutMs: 150, idleTimeoutMs: 100, runTimeoutMs: 10_000 }
 const usage: ModelChunk = { type: 'usage', usage: { prompt_tokens: 1, completion_tokens: 1 } }
@@ -128,24 +128,15 @@ t.test('an inner failure passes through', async (t) => {
 })
 
 t.test('a caller that stops early closes the inner stream', async (t) => {
-  let closed = false
-  const model = fakeModel([
-    async function* () {
-      try {
-        yield [text('a')]
-        yield [text('b')]
-      } finally {
-        closed = true
-      }
-    },
-  ])
+  const inner = closable(text('a'), text('b'))
+  const model = fakeModel([inner.behaviour])
   for await (const batch of withWatchdog(model, limits, capturingLogger().log).stream({ messages: [], tools: [], signal: new AbortController().signal })) {
     t.same(batch, [text('a')])
     break
   }
   t.equal(model.calls[0]?.signal.aborted, true, 'inner request aborted')
   await sleep(0)
-  t.ok(closed, 'inner generator finished')
+  t.ok(inner.closed(), 'inner generator finished')
 })
 
 t.test('an inner stream without return() (a bare AsyncIterator) is left alone after a timeout', async (t) => {
