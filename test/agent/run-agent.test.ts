@@ -261,14 +261,13 @@ t.test('runs relaying at once share one budget per turn (each run counted only i
   const RUNS = 10
   const READS = 4
   await new Promise(setImmediate)
-  let release!: () => void
-  let gate = new Promise<void>((resolve) => (release = resolve))
   // Every run's next read becomes ready at once, as a hundred upstreams' reads in one turn.
+  const gates = Array.from({ length: READS }, () => Promise.withResolvers<void>())
   const gated = (): ModelClient => ({
     name: 'gated',
     async *stream() {
-      for (let read = 0; read < READS; read++) {
-        await gate
+      for (const gate of gates) {
+        await gate.promise
         yield [text('x')]
       }
     },
@@ -290,15 +289,13 @@ t.test('runs relaying at once share one budget per turn (each run counted only i
     await new Promise((resolve) => setTimeout(resolve, 10))
     await new Promise<void>((resolve) =>
       setTimeout(() => {
-        const open = release
-        gate = new Promise((next) => (release = next))
         const before = relayed
         // Runs after the timers phase, before anything deferred to the next turn.
         setImmediate(() => {
           inOneStretch.push(relayed - before)
           resolve()
         })
-        open()
+        gates[read]?.resolve()
       }, 0),
     )
   }
