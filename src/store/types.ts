@@ -31,7 +31,7 @@ export type HistoryMessage = Static<typeof HistoryMessage>
  * all three, so nothing of one generation reaches, or is written into, another.
  */
 export const SessionRef = Type.Object({ owner: Type.String(), id: Type.String(), gen: Type.String() })
-/** Never changed once made: keys are cached per ref object (refKey). */
+/** Never changed once made: keys are cached per ref object (keyPerRef). */
 export type SessionRef = Readonly<Static<typeof SessionRef>>
 
 export interface SessionRecord extends SessionRef {
@@ -327,14 +327,18 @@ export interface Backend {
   close(): Promise<void>
 }
 
-const refKeys = new WeakMap<SessionRef, string>()
-
 /**
- * A stable string for a ref (map keys), made once per ref object: a run looks its session up
- * by the same ref several times per token, and a string built anew is hashed anew.
+ * `key`, made once per ref object (refs never change): a run looks its session up by the same
+ * ref several times per token, and a string built anew is hashed anew.
  */
-export function refKey(ref: SessionRef): string {
-  let key = refKeys.get(ref)
-  if (key === undefined) refKeys.set(ref, (key = `${ref.owner.length}:${ref.owner}:${ref.id}:${ref.gen}`))
-  return key
+export function keyPerRef(key: (ref: SessionRef) => string): (ref: SessionRef) => string {
+  const keys = new WeakMap<SessionRef, string>()
+  return (ref) => {
+    let made = keys.get(ref)
+    if (made === undefined) keys.set(ref, (made = key(ref)))
+    return made
+  }
 }
+
+/** A stable string for a ref (map keys). */
+export const refKey = keyPerRef((ref) => `${ref.owner.length}:${ref.owner}:${ref.id}:${ref.gen}`)

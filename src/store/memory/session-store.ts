@@ -17,6 +17,7 @@ import type {
   Settles,
   StartedRun,
 } from '../types.ts'
+import { keyPerRef } from '../types.ts'
 import type { Adoption, AdoptedRun, CallState, Claim, StoredAnswer, WaitingRound } from '../waiting-round.ts'
 import { memoryRounds } from './waiting-rounds.ts'
 import type { PendingCall } from '../../protocol/index.ts'
@@ -55,14 +56,7 @@ export interface MemoryStoreOptions {
 }
 
 const ownerKey = (owner: string, id: string) => `${owner.length}:${owner}:${id}`
-const ownerKeys = new WeakMap<SessionRef, string>()
-
-/** A ref's ownerKey, made once per ref object: a run's ref is looked up several times per token. */
-function ownerKeyOf(ref: SessionRef): string {
-  let key = ownerKeys.get(ref)
-  if (key === undefined) ownerKeys.set(ref, (key = ownerKey(ref.owner, ref.id)))
-  return key
-}
+const ownerKeyOf = keyPerRef((ref) => ownerKey(ref.owner, ref.id))
 
 /** One instance's sessions; every check-then-write is synchronous, so it is atomic. */
 export class MemorySessionStore implements SessionStore {
