@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Config } from '../config.ts'
 import { CloseCode, CloseReason } from '../protocol/index.ts'
 import { createFrameRateLimiter } from '../guards/rate-limit.ts'
@@ -82,8 +82,8 @@ async function guardsPlugin(app: FastifyInstance, options: GuardsPluginOptions) 
       })
     : createMemoryConnectionCounter(config.MAX_CONNECTIONS_PER_USER)
 
-  function release(log: FastifyBaseLogger, userId: string): void {
-    counter.release(userId).catch((err: unknown) => log.warn({ err, userId }, 'could not release connection slot'))
+  function release(reqId: string, userId: string): void {
+    counter.release(userId).catch((err: unknown) => app.log.warn({ err, reqId, userId }, 'could not release connection slot'))
   }
 
   async function reserveConnection(request: FastifyRequest): Promise<void> {
@@ -100,11 +100,12 @@ async function guardsPlugin(app: FastifyInstance, options: GuardsPluginOptions) 
     if (request.connectionSlot !== 'held') return
     // The same TCP socket carries the WebSocket after the handshake: its close frees the slot
     // whether the connection lived or the handshake never completed.
-    // Only the logger is kept for it, not the request: that would outlive the handshake by the connection's life.
-    const { log } = request
+    // Only the request's id is kept for it, not the request or its logger: either would outlive
+    // the handshake by the connection's life.
+    const reqId = request.id
     const socket = request.raw.socket
-    if (socket.destroyed) release(log, userId)
-    else socket.once('close', () => release(log, userId))
+    if (socket.destroyed) release(reqId, userId)
+    else socket.once('close', () => release(reqId, userId))
   }
 
   function refusal(request: FastifyRequest): { code: CloseCode; reason: string } | undefined {

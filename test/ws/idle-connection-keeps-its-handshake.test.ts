@@ -2,6 +2,7 @@ import t from 'tap'
 import v8 from 'node:v8'
 import vm from 'node:vm'
 import type { IncomingMessage } from 'node:http'
+import type { Logger } from 'pino'
 import { startApp, signToken } from '../helpers/app.ts'
 import { connect, bearer } from '../helpers/ws-client.ts'
 import { aiSdkUrl } from '../dialects/ai-sdk/helpers.ts'
@@ -33,5 +34,30 @@ for (const dialect of ['agent', 'ai-sdk'] as const) {
     t.equal(upgrades.length, 1)
     t.equal(upgrades[0]?.deref(), undefined, 'the upgrade request was collected while the connection is open')
     t.equal(app.connections.size + app.aiSdkConnections.size, 1, 'and the connection is still open')
+  })
+}
+
+/**
+ * Regression: the connection-slot release kept the handshake's request logger (a pino child,
+ * with its bindings, about 0.5 KB) for the connection's life, beside the connection's own.
+ * Every logger made after the app started is counted; only the connection's may stay.
+ */
+for (const dialect of ['agent', 'ai-sdk'] as const) {
+  t.test(`an idle ${dialect} connection keeps one logger, not its handshake's too`, async (t) => {
+    const { app, wsUrl } = await startApp(t)
+    const loggers: Array<WeakRef<Logger>> = []
+    ;(app.log as Logger).onChild = (child) => loggers.push(new WeakRef(child))
+    const client = await connect(t, dialect === 'agent' ? wsUrl : aiSdkUrl(wsUrl), bearer(signToken('alice')))
+    if (dialect === 'agent') {
+      client.send({ type: 'ping' })
+      await client.nextOfType('pong')
+    }
+    const alive = () => loggers.filter((logger) => logger.deref() !== undefined).length
+    for (let i = 0; i < 3 && alive() > 1; i++) {
+      await new Promise((resolve) => setImmediate(resolve))
+      gc()
+    }
+    t.ok(loggers.length >= 2, 'the handshake made a request logger and the connection its own')
+    t.equal(alive(), 1, 'only the connection\'s logger is still held')
   })
 }
