@@ -48,6 +48,11 @@ export async function startUpstream(): Promise<UpstreamHandle> {
 
 export type ServerKind = 'project' | 'baseline'
 
+/** Every server the bench starts: the two sides, and the handshake scenario's framework floor (floor-server.ts). */
+export type SideKind = ServerKind | 'floor'
+
+const SERVER_FILES: Record<SideKind, string> = { project: 'project-server.ts', baseline: 'baseline-server.ts', floor: 'floor-server.ts' }
+
 /** Where the project keeps its sessions: in memory (absent), or on a Redis under a key prefix of the run's own. */
 export interface StoreChoice {
   url: string
@@ -72,7 +77,7 @@ export interface ServerOptions {
  * short (the baseline keeps none, and history would grow every upstream request), and no
  * grace periods (runs of dropped clients end at once, shutdown is immediate).
  */
-export function serverEnv(kind: ServerKind, options: ServerOptions): NodeJS.ProcessEnv {
+export function serverEnv(kind: SideKind, options: ServerOptions): NodeJS.ProcessEnv {
   const common = {
     JWT_SECRET: BENCH_SECRET,
     MODEL_PROVIDER: options.provider,
@@ -80,7 +85,7 @@ export function serverEnv(kind: ServerKind, options: ServerOptions): NodeJS.Proc
     OPENAI_BASE_URL: options.upstreamURL,
     PORT: '0',
   }
-  if (kind === 'baseline') return { ...cleanEnv(), ...common }
+  if (kind !== 'project') return { ...cleanEnv(), ...common }
   const store = options.store
   return {
     ...cleanEnv(),
@@ -114,7 +119,7 @@ export function cpuTimeUs(pid: number): number {
 }
 
 export interface ServerHandle {
-  kind: ServerKind
+  kind: SideKind
   url: string
   pid: number
   /** Memory as the server reports it (IPC: ask when it is idle). */
@@ -124,8 +129,8 @@ export interface ServerHandle {
   stop(): Promise<void>
 }
 
-export async function startServer(kind: ServerKind, options: ServerOptions): Promise<ServerHandle> {
-  const file = join(here, kind === 'project' ? 'project-server.ts' : 'baseline-server.ts')
+export async function startServer(kind: SideKind, options: ServerOptions): Promise<ServerHandle> {
+  const file = join(here, SERVER_FILES[kind])
   const execArgv = ['--expose-gc']
   if (options.profileDir) execArgv.push('--cpu-prof', `--cpu-prof-dir=${join(options.profileDir, kind)}`)
   const child = new ChildHandle(file, { env: serverEnv(kind, options), execArgv, label: `${kind} server` })

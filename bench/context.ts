@@ -1,6 +1,6 @@
 /** What every scenario gets, and the measuring steps they share. */
 import { setTimeout as sleep } from 'node:timers/promises'
-import { startServer, type LoadPool, type ServerHandle, type ServerKind, type ServerOptions, type UpstreamHandle } from './children.ts'
+import { startServer, type LoadPool, type ServerHandle, type ServerKind, type ServerOptions, type SideKind, type UpstreamHandle } from './children.ts'
 import type { Sample } from './load-client.ts'
 import type { Sizes } from './options.ts'
 import { median, perUnit } from './stats.ts'
@@ -34,7 +34,7 @@ export class Servers {
     this.#profileDir = options.profileDir
   }
 
-  async acquire(kind: ServerKind, choice: ServerChoice): Promise<ServerHandle> {
+  async acquire(kind: SideKind, choice: ServerChoice): Promise<ServerHandle> {
     const key = `${kind} ${choice.provider} ${choice.logLevel}`
     const kept = this.#kept.get(key)
     if (kept) return kept
@@ -44,7 +44,7 @@ export class Servers {
   }
 
   /** A new server, never kept: the caller stops it (servers on a store of a scenario's own). */
-  fresh(kind: ServerKind, choice: ServerChoice): Promise<ServerHandle> {
+  fresh(kind: SideKind, choice: ServerChoice): Promise<ServerHandle> {
     return startServer(kind, { ...choice, upstreamURL: this.#upstreamURL, ...(this.#profileDir ? { profileDir: this.#profileDir } : {}) })
   }
 
@@ -73,7 +73,7 @@ export function sideOrder(rep: number): ServerKind[] {
 }
 
 /** A server of `kind` for `fn`; afterwards every client loop ends, every connection closes, the server is released. */
-export async function withServer<T>(ctx: BenchContext, kind: ServerKind, choice: Partial<ServerChoice>, fn: (server: ServerHandle) => Promise<T>): Promise<T> {
+export async function withServer<T>(ctx: BenchContext, kind: SideKind, choice: Partial<ServerChoice>, fn: (server: ServerHandle) => Promise<T>): Promise<T> {
   const server = await ctx.servers.acquire(kind, { provider: 'mock', logLevel: 'warn', ...choice })
   try {
     return await fn(server)

@@ -1,6 +1,6 @@
 /**
  * The bench's moving parts on their own, with fixed inputs: the IPC channel, the baseline
- * server, the load worker against a scripted server, the server pool and an empty run.
+ * server, the framework floor, the load worker against a scripted server, the server pool and an empty run.
  */
 import t from 'tap'
 import http from 'node:http'
@@ -435,6 +435,26 @@ t.test('server pool: fresh servers are stopped on release', async (t) => {
   client.close()
   await servers.release(server)
   await t.rejects(server.stats({ gc: false }), /after the child exited/)
+})
+
+t.test('framework floor: the handshake checked like the project, 4001 after the upgrade when refused', async (t) => {
+  const servers = new Servers({ reuse: false, upstreamURL: 'http://127.0.0.1:9/v1', profileDir: undefined })
+  t.teardown(() => servers.stopAll())
+  const floor = await servers.acquire('floor', { provider: 'mock', logLevel: 'warn' })
+  t.teardown(() => servers.release(floor))
+  const expired = createSigner({ key: BENCH_SECRET })({ sub: 'x', exp: Math.floor(Date.now() / 1000) - 10 }) as string
+  const noSubject = createSigner({ key: BENCH_SECRET, expiresIn: 60_000 })({ name: 'x' }) as string
+  for (const options of [{}, bearer('not-a-jwt'), bearer(expired), bearer(noSubject)]) {
+    const refused = new TestClient(floor.url, options)
+    await refused.opened
+    t.match(await refused.closed, { code: 4001, reason: 'invalid token' }, 'upgrade completed, then closed 4001')
+  }
+  const client = new TestClient(floor.url, bearer(token('dave')))
+  await client.opened
+  client.send({ type: 'ping' })
+  await sleep(50)
+  t.equal(client.socket.readyState, client.socket.OPEN, 'a valid token keeps the connection, and a frame is read without answer')
+  client.close()
 })
 
 t.test('a run with no scenarios still writes its report', async (t) => {
