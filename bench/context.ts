@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { startServer, type LoadPool, type ServerHandle, type ServerKind, type ServerOptions, type SideKind, type UpstreamHandle } from './children.ts'
 import type { Sample } from './load-client.ts'
 import type { Sizes } from './options.ts'
-import { median, perUnit } from './stats.ts'
+import { median, perUnit, sumCounts } from './stats.ts'
 
 export interface BenchContext {
   sizes: Sizes
@@ -182,6 +182,27 @@ export interface ThroughputFigures {
   /** Until every session streamed, before the warm-up and the window. */
   rampMs: number
   errors: Record<string, number>
+}
+
+/**
+ * The median of each rate over repetitions of one measurement (a single window swung the mock
+ * fan-out's ratio from 0.61× to 0.87× between runs of the same code on this machine); counts
+ * of completes, miscounted runs and errors are summed.
+ */
+export function medianThroughput(reps: readonly [ThroughputFigures, ...ThroughputFigures[]]): ThroughputFigures {
+  const med = (pick: (figures: ThroughputFigures) => number) => median(reps.map(pick)) as number
+  const medOrNull = (pick: (figures: ThroughputFigures) => number | null) => median(reps.map(pick).filter((value): value is number => value !== null))
+  return {
+    framesPerSecond: med((f) => f.framesPerSecond),
+    tokensPerSecond: med((f) => f.tokensPerSecond),
+    tokensPerFrame: medOrNull((f) => f.tokensPerFrame),
+    cpuUsPerToken: medOrNull((f) => f.cpuUsPerToken),
+    cpuShare: med((f) => f.cpuShare),
+    completes: reps.reduce((sum, f) => sum + f.completes, 0),
+    miscountedRuns: reps.reduce((sum, f) => sum + f.miscountedRuns, 0),
+    rampMs: med((f) => f.rampMs),
+    errors: sumCounts(reps.map((f) => f.errors)),
+  }
 }
 
 /** What the chatting (or the watching) connections received in the window. */

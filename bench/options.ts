@@ -22,6 +22,8 @@ export interface Sizes {
   handshakes: number
   handshakeInflight: number
   handshakeReps: number
+  /** Fan-out measurements per side, order alternating; the report gives their medians. */
+  fanoutReps: number
   /** (c) Concurrent sessions, tokens per run, warm-up and measured window. */
   fanoutSessions: number[]
   fanoutTokens: number
@@ -64,6 +66,7 @@ export const FULL: Sizes = {
   handshakes: 5000,
   handshakeInflight: 100,
   handshakeReps: 5,
+  fanoutReps: 3,
   fanoutSessions: [100, 1000],
   fanoutTokens: 500,
   warmupMs: 1000,
@@ -97,6 +100,7 @@ export const QUICK: Sizes = {
   handshakes: 40,
   handshakeInflight: 8,
   handshakeReps: 1,
+  fanoutReps: 1,
   fanoutSessions: [4, 8],
   fanoutTokens: 40,
   warmupMs: 50,

@@ -3,10 +3,11 @@
  * running chats back to back, from the offline mock model (MOCK_TOKEN_DELAY_MS=0, in
  * process) and from the OpenAI-format upstream (a flood of one-word chunks, in its own
  * process). Upstream tokens delivered per second (counted in the frames: a coalesced frame
- * carries several), tokens per frame and server CPU µs per upstream token.
+ * carries several), tokens per frame and server CPU µs per upstream token: the medians of
+ * `fanoutReps` repetitions, each a fresh server per side, the order alternating.
  */
 import type { ServerKind } from '../children.ts'
-import { HANDSHAKE_TIMEOUT_MS, measureWindow, sideOrder, throughput, withServer, type BenchContext, type ThroughputFigures } from '../context.ts'
+import { HANDSHAKE_TIMEOUT_MS, measureWindow, medianThroughput, sideOrder, throughput, withServer, type BenchContext, type ThroughputFigures } from '../context.ts'
 import { floodPrompt, mockPrompt } from '../prompts.ts'
 import { row, type Row, type ScenarioResult } from '../report.ts'
 
@@ -18,30 +19,37 @@ type Provider = (typeof PROVIDERS)[number]
 
 export async function fanout(ctx: BenchContext): Promise<ScenarioResult> {
   const { sizes } = ctx
-  const figures: Record<string, Record<ServerKind, ThroughputFigures>> = {}
+  const repetitions: Record<string, Record<ServerKind, ThroughputFigures[]>> = {}
   const largest = Math.max(...sizes.fanoutSessions)
-  const rows: Row[] = []
-  for (const [u, provider] of PROVIDERS.entries()) {
-    const prompt = provider === 'mock' ? mockPrompt(Math.max(1, sizes.fanoutTokens - MOCK_FRAMING_WORDS)) : floodPrompt(sizes.fanoutTokens)
-    for (const kind of sideOrder(u)) {
-      await withServer(ctx, kind, { provider }, async (server) => {
-        let open = 0
-        for (const sessions of sizes.fanoutSessions) {
-          ctx.progress(`fanout: ${kind}, ${provider} upstream, ${sessions} sessions`)
-          open += (await ctx.pool.open(server.url, sessions - open, sizes.handshakeInflight, HANDSHAKE_TIMEOUT_MS)).opened
-          await ctx.pool.run([{ count: sessions, prompt, stamped: false, cancelAfterTokens: null, maxRuns: null, gapMs: 0 }])
-          const window = await measureWindow(ctx, server)
-          await ctx.pool.halt()
-          ;(figures[`${provider}, ${sessions} sessions`] ??= {} as Record<ServerKind, ThroughputFigures>)[kind] = throughput(window)
-        }
-      })
-    }
-    for (const sessions of sizes.fanoutSessions) {
-      const { project, baseline } = figures[`${provider}, ${sessions} sessions`] as Record<ServerKind, ThroughputFigures>
-      rows.push(...fanoutRows(`${provider}, ${sessions} sessions`, project, baseline, fanoutTargets(provider, sessions === largest)))
+  for (let rep = 0; rep < sizes.fanoutReps; rep++) {
+    for (const [u, provider] of PROVIDERS.entries()) {
+      const prompt = provider === 'mock' ? mockPrompt(Math.max(1, sizes.fanoutTokens - MOCK_FRAMING_WORDS)) : floodPrompt(sizes.fanoutTokens)
+      for (const kind of sideOrder(u + rep)) {
+        await withServer(ctx, kind, { provider }, async (server) => {
+          let open = 0
+          for (const sessions of sizes.fanoutSessions) {
+            ctx.progress(`fanout: ${kind}, ${provider} upstream, ${sessions} sessions (repetition ${rep + 1})`)
+            open += (await ctx.pool.open(server.url, sessions - open, sizes.handshakeInflight, HANDSHAKE_TIMEOUT_MS)).opened
+            await ctx.pool.run([{ count: sessions, prompt, stamped: false, cancelAfterTokens: null, maxRuns: null, gapMs: 0 }])
+            const window = await measureWindow(ctx, server)
+            await ctx.pool.halt()
+            ;((repetitions[`${provider}, ${sessions} sessions`] ??= { project: [], baseline: [] })[kind]).push(throughput(window))
+          }
+        })
+      }
     }
   }
-  return { scenario: 'fanout', rows, details: figures, histograms: [] }
+  const rows: Row[] = []
+  const medians: Record<string, Record<ServerKind, ThroughputFigures>> = {}
+  for (const provider of PROVIDERS) {
+    for (const sessions of sizes.fanoutSessions) {
+      const label = `${provider}, ${sessions} sessions`
+      const { project, baseline } = repetitions[label] as Record<ServerKind, [ThroughputFigures, ...ThroughputFigures[]]>
+      const median = (medians[label] = { project: medianThroughput(project), baseline: medianThroughput(baseline) })
+      rows.push(...fanoutRows(label, median.project, median.baseline, fanoutTargets(provider, sessions === largest)))
+    }
+  }
+  return { scenario: 'fanout', rows, details: { medians, repetitions }, histograms: [] }
 }
 
 export interface FanoutTargets {
