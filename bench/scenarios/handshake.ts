@@ -14,12 +14,16 @@ import { row, type ScenarioResult } from '../report.ts'
 const FLOOR_VS_BASELINE = 'Fastify floor (left) vs baseline (right)'
 const PROJECT_VS_FLOOR = 'project (left) vs Fastify floor (right)'
 
+/** Project and baseline alternate which goes first; the floor goes last, then first. */
+export function handshakeOrder(rep: number): SideKind[] {
+  return rep % 2 === 0 ? [...sideOrder(rep), 'floor'] : ['floor', ...sideOrder(rep)]
+}
+
 export async function handshake(ctx: BenchContext): Promise<ScenarioResult> {
   const { sizes } = ctx
   const reps: Record<SideKind, HandshakeFigures[]> = { project: [], baseline: [], floor: [] }
   for (let rep = 0; rep < sizes.handshakeReps; rep++) {
-    const sides: SideKind[] = rep % 2 === 0 ? [...sideOrder(rep), 'floor'] : ['floor', ...sideOrder(rep)]
-    for (const kind of sides) {
+    for (const kind of handshakeOrder(rep)) {
       ctx.progress(`handshake: ${kind}, ${sizes.handshakes} connections (repetition ${rep + 1})`)
       reps[kind].push(
         await withServer(ctx, kind, {}, (server) => measureWarmHandshakes(ctx, server, sizes.handshakes)),

@@ -12,6 +12,7 @@ import { cleanEnv, cpuTicks, cpuTimeUs, mergeSamples, serverEnv, share } from '.
 import { joinCancels } from '../../bench/scenarios/cancel.ts'
 import { alternating, medianThroughput, throughput, type BenchContext, type ThroughputFigures } from '../../bench/context.ts'
 import { fanoutRows, fanoutTargets } from '../../bench/scenarios/fanout.ts'
+import { handshakeOrder } from '../../bench/scenarios/handshake.ts'
 import { redisFanout, redisFanoutRows, watchFailures, type RedisFanoutFigures } from '../../bench/scenarios/redis-fanout.ts'
 import { clusterFanout, clusterFanoutRows } from '../../bench/scenarios/cluster-fanout.ts'
 import { redisCycles, redisCyclesRows, type CyclesFigures } from '../../bench/scenarios/redis-cycles.ts'
@@ -355,6 +356,11 @@ t.test('load-client and orchestrator helpers', async (t) => {
   )
   t.same(medianThroughput([rep(300, null, {})]).cpuUsPerToken, null, 'no repetition measured it')
   t.same(alternating(0, ['a', 'b']), ['a', 'b'])
+  t.same([0, 1, 2].map(handshakeOrder), [
+    ['project', 'baseline', 'floor'],
+    ['floor', 'baseline', 'project'],
+    ['project', 'baseline', 'floor'],
+  ], 'the handshake: project and baseline alternate, the floor last then first')
   t.same(alternating(3, ['a', 'b']), ['b', 'a'])
 
   const joined = joinCancels(
