@@ -118,6 +118,19 @@ export function cpuTimeUs(pid: number): number {
   return (cpuTicks(readFileSync(`/proc/${pid}/stat`, 'utf8')) * 1e6) / CLOCK_TICKS
 }
 
+/**
+ * How long the process's main thread (the event loop) has waited on a run queue for a CPU, µs:
+ * the second field of /proc/<pid>/schedstat (ns). Null where the kernel does not report it.
+ */
+export function runQueueWaitUs(pid: number): number | null {
+  try {
+    const waitedNs = Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1])
+    return Number.isFinite(waitedNs) ? waitedNs / 1000 : null
+  } catch {
+    return null
+  }
+}
+
 export interface ServerHandle {
   kind: SideKind
   url: string
@@ -126,6 +139,8 @@ export interface ServerHandle {
   stats(options: { gc: boolean }): Promise<ServerStats>
   /** CPU time used so far, µs (/proc, answered even when the server is saturated). */
   cpuUs(): number
+  /** Time its event loop waited for a CPU so far, µs (runQueueWaitUs). */
+  runQueueWaitUs(): number | null
   stop(): Promise<void>
 }
 
@@ -141,6 +156,7 @@ export async function startServer(kind: SideKind, options: ServerOptions): Promi
     pid: child.pid,
     stats: (statsOptions) => child.request<ServerStats>('stats', statsOptions, REQUEST_TIMEOUT_MS),
     cpuUs: () => cpuTimeUs(child.pid),
+    runQueueWaitUs: () => runQueueWaitUs(child.pid),
     stop: () => child.stop(STOP_TIMEOUT_MS),
   }
 }

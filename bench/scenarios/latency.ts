@@ -6,8 +6,8 @@
  * cannot keep up, latency is queueing, reported for information). Both servers pay the same
  * two loopback hops, so the difference between them is what the server adds.
  */
-import type { GroupSpec, ServerKind } from '../children.ts'
-import { HANDSHAKE_TIMEOUT_MS, measureWindow, sideOrder, withServer, type BenchContext } from '../context.ts'
+import type { GroupSpec, ServerHandle, ServerKind } from '../children.ts'
+import { HANDSHAKE_TIMEOUT_MS, measureWindow, sideOrder, withServer, type BenchContext, type WindowProbe } from '../context.ts'
 import { floodPrompt, pacedPrompt } from '../prompts.ts'
 import { row, type HistogramSeries, type Row, type ScenarioResult, type Target } from '../report.ts'
 import type { ServerStats } from '../server-stats.ts'
@@ -26,6 +26,8 @@ interface Load {
 interface LatencySide {
   samples: number[]
   cpuShare: number
+  /** Milliseconds per second of the window the server's event loop spent runnable, waiting for a CPU. */
+  cpuWaitMsPerS: number | null
   loop: Pick<ServerStats, 'loopDelayP99Us' | 'loopDelayMaxUs' | 'gcPauseTotalUs' | 'gcPauseMaxUs'>
 }
 
@@ -50,6 +52,26 @@ function loads(ctx: BenchContext): Load[] {
   ]
 }
 
+/** Milliseconds of wait per second of the window, from two readings in µs; null if either is missing. */
+export function waitMsPerS(startUs: number | null, endUs: number | null, seconds: number): number | null {
+  return startUs === null || endUs === null ? null : (endUs - startUs) / 1000 / seconds
+}
+
+/**
+ * The server's run-queue wait over the window. On a machine shared with the load generator and
+ * the upstream, a runnable server waits for a CPU, and every token it holds waits with it: the
+ * row says how much of a latency is the machine's.
+ */
+function cpuWaitProbe(server: ServerHandle): WindowProbe & { msPerS(seconds: number): number | null } {
+  let start: number | null = null
+  let end: number | null = null
+  return {
+    begin: async () => void (start = server.runQueueWaitUs()),
+    end: async () => void (end = server.runQueueWaitUs()),
+    msPerS: (seconds) => waitMsPerS(start, end, seconds),
+  }
+}
+
 export async function latency(ctx: BenchContext): Promise<ScenarioResult> {
   const { sizes } = ctx
   const levels = loads(ctx)
@@ -61,11 +83,13 @@ export async function latency(ctx: BenchContext): Promise<ScenarioResult> {
         ctx.progress(`latency: ${kind}, ${load.name}`)
         await ctx.pool.run(load.groups)
         await server.stats({ gc: false })
-        const window = await measureWindow(ctx, server)
+        const cpuWait = cpuWaitProbe(server)
+        const window = await measureWindow(ctx, server, cpuWait)
         const { loopDelayP99Us, loopDelayMaxUs, gcPauseTotalUs, gcPauseMaxUs } = await server.stats({ gc: false })
         await ctx.pool.halt()
         const loop = { loopDelayP99Us, loopDelayMaxUs, gcPauseTotalUs, gcPauseMaxUs }
-        ;(measured[load.name] ??= {})[kind] = { samples: window.sample.latenciesUs, cpuShare: window.cpuShare, loop }
+        const cpuWaitMsPerS = cpuWait.msPerS(window.seconds)
+        ;(measured[load.name] ??= {})[kind] = { samples: window.sample.latenciesUs, cpuShare: window.cpuShare, cpuWaitMsPerS, loop }
       }
     })
   }
@@ -81,11 +105,12 @@ export async function latency(ctx: BenchContext): Promise<ScenarioResult> {
       row({ ...common, metric: 'added latency p99', project: pick(summary.project, 'p99'), baseline: pick(summary.baseline, 'p99'), target: load.p99Target }),
       row({ ...common, metric: 'server event-loop delay p99', project: project.loop.loopDelayP99Us, baseline: baseline.loop.loopDelayP99Us, target: { kind: 'none' } }),
       row({ ...common, metric: 'server longest GC pause', project: project.loop.gcPauseMaxUs, baseline: baseline.loop.gcPauseMaxUs, target: { kind: 'none' } }),
+      row({ ...common, unit: 'ms/s', metric: 'server event loop runnable, waiting for a CPU', project: project.cpuWaitMsPerS, baseline: baseline.cpuWaitMsPerS, target: { kind: 'none' } }),
     )
     histograms.push({ panel: common.case, side: 'project', samples: project.samples }, { panel: common.case, side: 'baseline', samples: baseline.samples })
     details[load.name] = {
-      project: { summary: summary.project, cpuShare: project.cpuShare, ...project.loop },
-      baseline: { summary: summary.baseline, cpuShare: baseline.cpuShare, ...baseline.loop },
+      project: { summary: summary.project, cpuShare: project.cpuShare, cpuWaitMsPerS: project.cpuWaitMsPerS, ...project.loop },
+      baseline: { summary: summary.baseline, cpuShare: baseline.cpuShare, cpuWaitMsPerS: baseline.cpuWaitMsPerS, ...baseline.loop },
     }
   }
   return { scenario: 'latency', rows, details, histograms }

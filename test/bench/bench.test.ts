@@ -8,11 +8,12 @@ import { defaultOutDir, parseArgs, FULL, QUICK, SCENARIOS, STORE_SCENARIOS, Usag
 import { countWords, floodPrompt, mockPrompt, pacedPrompt, parsePrompt, parseStamps, stampText } from '../../bench/prompts.ts'
 import { forgetOld, stepsFor } from '../../bench/upstream.ts'
 import { isCompleteFrame, isErrorFrame, isTokenFrame, tokensInFrame } from '../../bench/frames.ts'
-import { cleanEnv, cpuTicks, cpuTimeUs, mergeSamples, serverEnv, share } from '../../bench/children.ts'
+import { cleanEnv, cpuTicks, cpuTimeUs, mergeSamples, runQueueWaitUs, serverEnv, share } from '../../bench/children.ts'
 import { joinCancels } from '../../bench/scenarios/cancel.ts'
 import { alternating, medianThroughput, throughput, type BenchContext, type ThroughputFigures } from '../../bench/context.ts'
 import { fanoutRows, fanoutTargets } from '../../bench/scenarios/fanout.ts'
 import { handshakeOrder } from '../../bench/scenarios/handshake.ts'
+import { waitMsPerS } from '../../bench/scenarios/latency.ts'
 import { redisFanout, redisFanoutRows, watchFailures, type RedisFanoutFigures } from '../../bench/scenarios/redis-fanout.ts'
 import { clusterFanout, clusterFanoutRows } from '../../bench/scenarios/cluster-fanout.ts'
 import { redisCycles, redisCyclesRows, type CyclesFigures } from '../../bench/scenarios/redis-cycles.ts'
@@ -290,6 +291,8 @@ t.test('frames recognised and their tokens counted without parsing', async (t) =
 t.test('load-client and orchestrator helpers', async (t) => {
   t.equal(cpuTicks('42 (node (bench) x) S 1 42 42 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 7 0 1000'), 22, 'utime + stime, after the command name')
   t.ok(cpuTimeUs(process.pid) > 0)
+  t.type(runQueueWaitUs(process.pid), 'number', "this process's run-queue wait, from /proc")
+  t.equal(runQueueWaitUs(2 ** 30), null, 'no such process')
 
   t.same([0, 1, 2].map((i) => share(10, 3, i)), [4, 3, 3])
   t.same([0, 1].map((i) => share(1, 2, i)), [1, 0])
@@ -356,6 +359,9 @@ t.test('load-client and orchestrator helpers', async (t) => {
   )
   t.same(medianThroughput([rep(300, null, {})]).cpuUsPerToken, null, 'no repetition measured it')
   t.same(alternating(0, ['a', 'b']), ['a', 'b'])
+  t.equal(waitMsPerS(1000, 41_000, 4), 10, '40 ms waited in a 4 s window')
+  t.equal(waitMsPerS(null, 41_000, 4), null, 'a kernel without schedstat')
+  t.equal(waitMsPerS(1000, null, 4), null)
   t.same([0, 1, 2].map(handshakeOrder), [
     ['project', 'baseline', 'floor'],
     ['floor', 'baseline', 'project'],
