@@ -118,14 +118,19 @@ export function cpuTimeUs(pid: number): number {
   return (cpuTicks(readFileSync(`/proc/${pid}/stat`, 'utf8')) * 1e6) / CLOCK_TICKS
 }
 
+/** The run-queue wait (µs) in a /proc/<pid>/schedstat line: its second field, in ns; null if malformed. */
+export function schedstatWaitUs(line: string): number | null {
+  const waitedNs = /^\d+ (\d+)/.exec(line)?.[1]
+  return waitedNs === undefined ? null : Number(waitedNs) / 1000
+}
+
 /**
- * How long the process's main thread (the event loop) has waited on a run queue for a CPU, µs:
- * the second field of /proc/<pid>/schedstat (ns). Null where the kernel does not report it.
+ * How long the process's main thread (the event loop) has waited on a run queue for a CPU, µs.
+ * Null where the kernel does not report it.
  */
 export function runQueueWaitUs(pid: number): number | null {
   try {
-    const waitedNs = Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1])
-    return Number.isFinite(waitedNs) ? waitedNs / 1000 : null
+    return schedstatWaitUs(readFileSync(`/proc/${pid}/schedstat`, 'utf8'))
   } catch {
     return null
   }

@@ -8,7 +8,7 @@ import { defaultOutDir, parseArgs, FULL, QUICK, SCENARIOS, STORE_SCENARIOS, Usag
 import { countWords, floodPrompt, mockPrompt, pacedPrompt, parsePrompt, parseStamps, stampText } from '../../bench/prompts.ts'
 import { forgetOld, stepsFor } from '../../bench/upstream.ts'
 import { isCompleteFrame, isErrorFrame, isTokenFrame, tokensInFrame } from '../../bench/frames.ts'
-import { cleanEnv, cpuTicks, cpuTimeUs, mergeSamples, runQueueWaitUs, serverEnv, share } from '../../bench/children.ts'
+import { cleanEnv, cpuTicks, cpuTimeUs, mergeSamples, runQueueWaitUs, schedstatWaitUs, serverEnv, share } from '../../bench/children.ts'
 import { joinCancels } from '../../bench/scenarios/cancel.ts'
 import { alternating, medianThroughput, throughput, type BenchContext, type ThroughputFigures } from '../../bench/context.ts'
 import { fanoutRows, fanoutTargets } from '../../bench/scenarios/fanout.ts'
@@ -293,6 +293,8 @@ t.test('load-client and orchestrator helpers', async (t) => {
   t.ok(cpuTimeUs(process.pid) > 0)
   t.type(runQueueWaitUs(process.pid), 'number', "this process's run-queue wait, from /proc")
   t.equal(runQueueWaitUs(2 ** 30), null, 'no such process')
+  t.equal(schedstatWaitUs('2110009655 734640563 11137\n'), 734640.563, 'on a CPU, waiting for one (ns), time slices')
+  t.equal(schedstatWaitUs(''), null, 'a line it cannot read')
 
   t.same([0, 1, 2].map((i) => share(10, 3, i)), [4, 3, 3])
   t.same([0, 1].map((i) => share(1, 2, i)), [1, 0])
