@@ -185,9 +185,9 @@ export interface ThroughputFigures {
 }
 
 /**
- * The median of each rate over repetitions of one measurement (a single window swung the mock
- * fan-out's ratio from 0.61× to 0.87× between runs of the same code on this machine); counts
- * of completes, miscounted runs and errors are summed.
+ * The median of each rate over repetitions of one measurement: one window per side is one
+ * sample, and a window the shared machine slowed would decide the ratio alone. Counts of
+ * completes, miscounted runs and errors are summed.
  */
 export function medianThroughput(reps: readonly [ThroughputFigures, ...ThroughputFigures[]]): ThroughputFigures {
   const med = (pick: (figures: ThroughputFigures) => number) => median(reps.map(pick)) as number
