@@ -162,8 +162,8 @@ export async function measureWarmHandshakes(ctx: BenchContext, server: ServerHan
   return measureHandshakes(ctx, server, count)
 }
 
-/** The median of one handshake figure over repetitions, those without it left out. */
-export function medianHandshakeFigure(reps: readonly HandshakeFigures[], pick: (figures: HandshakeFigures) => number | null): number | null {
+/** The median of one figure over repetitions, those without it left out. */
+export function medianFigure<T>(reps: readonly T[], pick: (figures: T) => number | null): number | null {
   return median(reps.map(pick).filter((value): value is number => value !== null))
 }
 
@@ -190,13 +190,13 @@ export interface ThroughputFigures {
  * completes, miscounted runs and errors are summed.
  */
 export function medianThroughput(reps: readonly [ThroughputFigures, ...ThroughputFigures[]]): ThroughputFigures {
-  const med = (pick: (figures: ThroughputFigures) => number) => median(reps.map(pick)) as number
-  const medOrNull = (pick: (figures: ThroughputFigures) => number | null) => median(reps.map(pick).filter((value): value is number => value !== null))
+  // Figures every repetition has: their median is a number (reps is never empty).
+  const med = (pick: (figures: ThroughputFigures) => number) => medianFigure(reps, pick) as number
   return {
     framesPerSecond: med((f) => f.framesPerSecond),
     tokensPerSecond: med((f) => f.tokensPerSecond),
-    tokensPerFrame: medOrNull((f) => f.tokensPerFrame),
-    cpuUsPerToken: medOrNull((f) => f.cpuUsPerToken),
+    tokensPerFrame: medianFigure(reps, (f) => f.tokensPerFrame),
+    cpuUsPerToken: medianFigure(reps, (f) => f.cpuUsPerToken),
     cpuShare: med((f) => f.cpuShare),
     completes: reps.reduce((sum, f) => sum + f.completes, 0),
     miscountedRuns: reps.reduce((sum, f) => sum + f.miscountedRuns, 0),

@@ -8,7 +8,7 @@
  * mandated stack costs, against the project what our own code adds.
  */
 import type { SideKind } from '../children.ts'
-import { measureWarmHandshakes, medianHandshakeFigure, sideOrder, withServer, type BenchContext, type HandshakeFigures } from '../context.ts'
+import { measureWarmHandshakes, medianFigure, sideOrder, withServer, type BenchContext, type HandshakeFigures } from '../context.ts'
 import { row, type ScenarioResult } from '../report.ts'
 
 const FLOOR_VS_BASELINE = 'Fastify floor (left) vs baseline (right)'
@@ -30,7 +30,7 @@ export async function handshake(ctx: BenchContext): Promise<ScenarioResult> {
       )
     }
   }
-  const med = (kind: SideKind, pick: (figures: HandshakeFigures) => number | null) => medianHandshakeFigure(reps[kind], pick)
+  const med = (kind: SideKind, pick: (figures: HandshakeFigures) => number | null) => medianFigure(reps[kind], pick)
   const label = `${sizes.handshakes} connects, ${sizes.handshakeInflight} in flight`
   return {
     scenario: 'handshake',

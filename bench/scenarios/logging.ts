@@ -7,7 +7,7 @@
  * median over `handshakeReps` repetitions that alternate which level goes first; the fan-out
  * is measured once per level, on a server of its own.
  */
-import { alternating, HANDSHAKE_TIMEOUT_MS, measureWarmHandshakes, measureWindow, medianHandshakeFigure, throughput, withServer, type BenchContext, type HandshakeFigures, type ThroughputFigures } from '../context.ts'
+import { alternating, HANDSHAKE_TIMEOUT_MS, measureWarmHandshakes, measureWindow, medianFigure, throughput, withServer, type BenchContext, type HandshakeFigures, type ThroughputFigures } from '../context.ts'
 import { mockPrompt } from '../prompts.ts'
 import { row, type ScenarioResult } from '../report.ts'
 
@@ -32,7 +32,7 @@ export async function logging(ctx: BenchContext): Promise<ScenarioResult> {
       return throughput(await measureWindow(ctx, server))
     })
   }
-  const med = (level: Level, pick: (figures: HandshakeFigures) => number | null) => medianHandshakeFigure(handshakeReps[level], pick)
+  const med = (level: Level, pick: (figures: HandshakeFigures) => number | null) => medianFigure(handshakeReps[level], pick)
   const note = 'project at LOG_LEVEL=info (left) vs LOG_LEVEL=warn (right)'
   return {
     scenario: 'logging',
