@@ -7,6 +7,7 @@ import type { RunObserver, RunTracker } from '../sessions/run-executor.ts'
 import type { ConnectionObserver } from '../ws/connection.ts'
 import type { UpstreamObserver } from '../agent/models/openai-model.ts'
 import type { McpObserver } from '../agent/tools/mcp/index.ts'
+import { TallyHistogram } from './tally-histogram.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -33,7 +34,7 @@ export interface Metrics {
   runs: Counter<'outcome'>
   runDuration: Histogram<'outcome'>
   timeToFirstToken: Histogram
-  interTokenGap: Histogram
+  interTokenGap: TallyHistogram
   cancelLatency: Histogram
   tokensStreamed: Counter
   reasoningDeltas: Counter
@@ -69,18 +70,19 @@ const STATUS_CLASSES = ['2xx', '4xx', '5xx', 'network', 'aborted']
 const RESUME_RESULTS = ['ok', ErrorCode.notFound, ErrorCode.forbidden, ErrorCode.historyGone]
 const HANDOVERS = ['parked', 'adopted'] as const
 const CLOSE_CODES = new Set<number>([...Object.values(CloseCode), 1005, 1006])
-const SERVER_FRAME_TYPES = new Set(['status', 'token', 'complete', 'error', 'pong'])
-const TYPE_PREFIX = '{"type":"'
+/** Most frequent first: `sentFrameType` runs once per frame written. */
+const SERVER_FRAME_TYPES = ['token', 'status', 'complete', 'error', 'pong'] as const
+const TYPE_PREFIXES = SERVER_FRAME_TYPES.map((type) => [type, `{"type":"${type}"`] as const)
+type SentFrameType = (typeof SERVER_FRAME_TYPES)[number] | 'other'
 
 function outcomeOf(finishReason: FinishReason): RunOutcome {
   return finishReason === 'stop' || finishReason === 'length' || finishReason === 'content_filter' ? 'completed' : finishReason
 }
 
 /** The type of a serialized server frame: every frame we write starts with its `type`. */
-export function sentFrameType(frame: string): string {
-  if (!frame.startsWith(TYPE_PREFIX)) return 'other'
-  const type = frame.slice(TYPE_PREFIX.length, frame.indexOf('"', TYPE_PREFIX.length))
-  return SERVER_FRAME_TYPES.has(type) ? type : 'other'
+export function sentFrameType(frame: string): SentFrameType {
+  for (const [type, prefix] of TYPE_PREFIXES) if (frame.startsWith(prefix)) return type
+  return 'other'
 }
 
 export function closeCodeLabel(code: number): string {
@@ -106,9 +108,15 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   const registers = [registry]
   const now = options.now ?? (() => performance.now())
   const peakWindowMs = options.peakWindowMs ?? 30_000
-  const counter = <L extends string>(name: string, help: string, labelNames: L[] = []) => new Counter<L>({ name, help, labelNames, registers })
+  const counter = <L extends string>(name: string, help: string, labelNames: L[] = [], collect?: (this: Counter<L>) => void) =>
+    new Counter<L>({ name, help, labelNames, registers, ...(collect ? { collect } : {}) })
   const histogram = <L extends string>(name: string, help: string, buckets: number[], labelNames: L[] = []) =>
     new Histogram<L>({ name, help, buckets, labelNames, registers })
+
+  // Counted once per frame and per delta, as plain additions: the counters take them when
+  // scraped (prom-client's `inc` hashes and validates its labels on every call).
+  const unscrapedFrames = Object.fromEntries([...SERVER_FRAME_TYPES, 'other'].map((type) => [type, 0])) as Record<SentFrameType, number>
+  let unscrapedTokens = 0
 
   // The peak of the current window and of the one before, so a scrape never misses a spike.
   let peak = 0
@@ -128,13 +136,27 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     connectionsOpened: counter('agw_ws_connections_opened_total', 'Upgrade attempts on /ws/agent, by result', ['result']),
     connectionsClosed: counter('agw_ws_connections_closed_total', 'Accepted connections closed, by close code', ['code']),
     framesReceived: counter('agw_ws_frames_received_total', 'Client frames received, by type (invalid: refused by validation)', ['type']),
-    framesSent: counter('agw_ws_frames_sent_total', 'Server frames written to sockets, by type', ['type']),
+    framesSent: counter('agw_ws_frames_sent_total', 'Server frames written to sockets, by type', ['type'], function () {
+      for (const [type, count] of Object.entries(unscrapedFrames) as Array<[SentFrameType, number]>) {
+        if (count === 0) continue
+        this.inc({ type }, count)
+        unscrapedFrames[type] = 0
+      }
+    }),
     runs: counter('agw_runs_total', 'Runs ended, by outcome', ['outcome']),
     runDuration: histogram('agw_run_duration_seconds', 'From a run being accepted to its complete, by outcome', [0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300], ['outcome']),
     timeToFirstToken: histogram('agw_run_time_to_first_token_seconds', 'From a run being accepted to its first token (tool rounds included)', [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30]),
-    interTokenGap: histogram('agw_run_inter_token_gap_seconds', 'Between consecutive text deltas of a run, those of one upstream read counted as one (a tool round resets it)', [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]),
+    interTokenGap: new TallyHistogram({
+      name: 'agw_run_inter_token_gap_seconds',
+      help: 'Between consecutive text deltas of a run, those of one upstream read counted as one (a tool round resets it)',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
     cancelLatency: histogram('agw_run_cancel_latency_seconds', 'From a cancel or delete request to the run\'s complete', [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]),
-    tokensStreamed: counter('agw_tokens_streamed_total', 'Text deltas of the model relayed by runs (not frames: deltas may be merged into one token)'),
+    tokensStreamed: counter('agw_tokens_streamed_total', 'Text deltas of the model relayed by runs (not frames: deltas may be merged into one token)', [], function () {
+      this.inc(unscrapedTokens)
+      unscrapedTokens = 0
+    }),
     reasoningDeltas: counter('agw_reasoning_deltas_total', "Reasoning deltas the model streamed (relayed only to chats that asked for them)"),
     upstreamRequests: counter('agw_upstream_requests_total', 'HTTP requests to the model server, by status class (network: no response; aborted: cancelled or timed out before one)', ['status_class']),
     upstreamRetries: counter('agw_upstream_retries_total', 'Model requests retried, by the failure that caused the retry', ['failure']),
@@ -183,7 +205,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
         else if (lastTokenAt !== undefined) metrics.interTokenGap.observe(seconds(at - lastTokenAt))
         tokens++
         lastTokenAt = at
-        metrics.tokensStreamed.inc(deltas)
+        unscrapedTokens += deltas
       },
       cancelRequested() {
         cancelAt ??= now()
@@ -214,7 +236,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       },
       received: (type) => metrics.framesReceived.inc({ type }),
       sent(frame, bufferedAmount) {
-        metrics.framesSent.inc({ type: sentFrameType(frame) })
+        unscrapedFrames[sentFrameType(frame)]++
+        // Nothing buffered raises no peak; a scrape rotates the windows by itself.
+        if (bufferedAmount === 0) return
         rotatePeak(now())
         peak = Math.max(peak, bufferedAmount)
       },

@@ -56,6 +56,8 @@ t.test('the bufferedAmount peak is held for one to two windows', async (t) => {
   now = 1500
   t.equal((await read(metrics))('agw_ws_buffered_amount_max_bytes'), 500, 'the previous window still shows it')
   connection.sent('{"type":"token","session_id":"s"}', 10)
+  now = 2100
+  connection.sent('{"type":"token","session_id":"s"}', 0)
   now = 2600
   t.equal((await read(metrics))('agw_ws_buffered_amount_max_bytes'), 10, 'the spike has aged out')
   now = 10_000
@@ -64,6 +66,8 @@ t.test('the bufferedAmount peak is held for one to two windows', async (t) => {
 
 t.test('labels come from fixed sets', async (t) => {
   t.equal(sentFrameType('{"type":"complete","session_id":""}'), 'complete')
+  t.equal(sentFrameType('{"type":"token","session_id":""}'), 'token')
+  t.equal(sentFrameType('{"type":"tokens","session_id":""}'), 'other', 'a type that only starts like one of ours')
   t.equal(sentFrameType('{"type":"surprise"}'), 'other')
   t.equal(sentFrameType('{"session_id":"","type":"token"}'), 'other')
   t.equal(closeCodeLabel(4001), '4001')
