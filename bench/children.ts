@@ -106,16 +106,29 @@ export function serverEnv(kind: SideKind, options: ServerOptions): NodeJS.Proces
 /** Kernel clock ticks per second, the unit of /proc/<pid>/stat times. */
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim())
 
-/** utime + stime (clock ticks) from a /proc/<pid>/stat line; the command name may hold spaces and parentheses. */
-export function cpuTicks(stat: string): number {
+/** utime and stime (clock ticks) from a /proc/<pid>/stat line; the command name may hold spaces and parentheses. */
+export function cpuTicks(stat: string): { user: number; system: number } {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   // After the name: state is field 3 of the man page, utime 14, stime 15.
-  return Number(fields[11]) + Number(fields[12])
+  return { user: Number(fields[11]), system: Number(fields[12]) }
 }
 
-/** CPU time (user + system) the process has used, µs, at clock-tick resolution. */
+export interface CpuTimes {
+  /** User + system. */
+  totalUs: number
+  /** In the kernel: system calls (a socket write is most of it), page faults. */
+  systemUs: number
+}
+
+/** CPU time the process has used, µs, at clock-tick resolution. */
+export function cpuTimesUs(pid: number): CpuTimes {
+  const { user, system } = cpuTicks(readFileSync(`/proc/${pid}/stat`, 'utf8'))
+  return { totalUs: ((user + system) * 1e6) / CLOCK_TICKS, systemUs: (system * 1e6) / CLOCK_TICKS }
+}
+
+/** CPU time (user + system) the process has used, µs. */
 export function cpuTimeUs(pid: number): number {
-  return (cpuTicks(readFileSync(`/proc/${pid}/stat`, 'utf8')) * 1e6) / CLOCK_TICKS
+  return cpuTimesUs(pid).totalUs
 }
 
 /** The run-queue wait (µs) in a /proc/<pid>/schedstat line: its second field, in ns; null if malformed. */
@@ -144,6 +157,8 @@ export interface ServerHandle {
   stats(options: { gc: boolean }): Promise<ServerStats>
   /** CPU time used so far, µs (/proc, answered even when the server is saturated). */
   cpuUs(): number
+  /** The same, with the kernel's part of it. */
+  cpuTimes(): CpuTimes
   /** Time its event loop waited for a CPU so far, µs (runQueueWaitUs). */
   runQueueWaitUs(): number | null
   stop(): Promise<void>
@@ -161,6 +176,7 @@ export async function startServer(kind: SideKind, options: ServerOptions): Promi
     pid: child.pid,
     stats: (statsOptions) => child.request<ServerStats>('stats', statsOptions, REQUEST_TIMEOUT_MS),
     cpuUs: () => cpuTimeUs(child.pid),
+    cpuTimes: () => cpuTimesUs(child.pid),
     runQueueWaitUs: () => runQueueWaitUs(child.pid),
     stop: () => child.stop(STOP_TIMEOUT_MS),
   }

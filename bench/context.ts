@@ -90,6 +90,8 @@ export interface Window {
   seconds: number
   /** Server CPU (user + system) spent during the window, µs (all the servers measured). */
   cpuUs: number
+  /** The kernel's part of it. */
+  systemCpuUs: number
   /** Share of one core the server used: near 1 means the server, not the clients, was the bound. */
   cpuShare: number
   /** From the start of the measurement until every session streamed (the warm-up comes after). */
@@ -118,18 +120,26 @@ async function rampUp(ctx: BenchContext): Promise<number> {
 /** After a warm-up, what arrives at the clients and what the servers spend in one window. */
 export async function measureWindow(ctx: BenchContext, server: ServerHandle | ServerHandle[], probe?: WindowProbe): Promise<Window> {
   const servers = Array.isArray(server) ? server : [server]
-  const cpuUs = () => servers.reduce((sum, s) => sum + s.cpuUs(), 0)
+  const cpuTimes = () =>
+    servers.reduce(
+      (sum, s) => {
+        const times = s.cpuTimes()
+        return { totalUs: sum.totalUs + times.totalUs, systemUs: sum.systemUs + times.systemUs }
+      },
+      { totalUs: 0, systemUs: 0 },
+    )
   const rampMs = await rampUp(ctx)
   await sleep(ctx.sizes.warmupMs)
   await ctx.pool.sample()
   await probe?.begin()
-  const before = { cpuUs: cpuUs(), atNs: process.hrtime.bigint() }
+  const before = { cpu: cpuTimes(), atNs: process.hrtime.bigint() }
   await sleep(ctx.sizes.windowMs)
   const sample = await ctx.pool.sample()
-  const spent = cpuUs() - before.cpuUs
+  const after = cpuTimes()
+  const spent = after.totalUs - before.cpu.totalUs
   const seconds = Number(process.hrtime.bigint() - before.atNs) / 1e9
   await probe?.end()
-  return { sample, seconds, cpuUs: spent, cpuShare: spent / (seconds * 1e6), rampMs }
+  return { sample, seconds, cpuUs: spent, systemCpuUs: after.systemUs - before.cpu.systemUs, cpuShare: spent / (seconds * 1e6), rampMs }
 }
 
 export interface HandshakeFigures {
@@ -175,6 +185,8 @@ export interface ThroughputFigures {
   /** Upstream tokens per token frame (1 without coalescing); null without any frame. */
   tokensPerFrame: number | null
   cpuUsPerToken: number | null
+  /** The kernel's part of the server CPU, per token frame (a frame is one socket write or more). */
+  systemUsPerFrame: number | null
   cpuShare: number
   completes: number
   /** Runs whose frames' token count differs from their `complete` (should be 0: the count is right). */
@@ -197,6 +209,7 @@ export function medianThroughput(reps: readonly [ThroughputFigures, ...Throughpu
     tokensPerSecond: med((f) => f.tokensPerSecond),
     tokensPerFrame: medianFigure(reps, (f) => f.tokensPerFrame),
     cpuUsPerToken: medianFigure(reps, (f) => f.cpuUsPerToken),
+    systemUsPerFrame: medianFigure(reps, (f) => f.systemUsPerFrame),
     cpuShare: med((f) => f.cpuShare),
     completes: reps.reduce((sum, f) => sum + f.completes, 0),
     miscountedRuns: reps.reduce((sum, f) => sum + f.miscountedRuns, 0),
@@ -214,6 +227,7 @@ export function throughput(window: Window, at: 'chatting' | 'watching' = 'chatti
     tokensPerSecond: tokens / window.seconds,
     tokensPerFrame: perUnit(tokens, frames),
     cpuUsPerToken: perUnit(window.cpuUs, tokens),
+    systemUsPerFrame: perUnit(window.systemCpuUs, frames),
     cpuShare: window.cpuShare,
     completes: counters.completes,
     miscountedRuns: counters.miscountedRuns,

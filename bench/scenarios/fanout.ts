@@ -74,6 +74,7 @@ export function fanoutRows(label: string, project: ThroughputFigures, baseline: 
     row({ scenario: 'fanout', case: label, metric: 'tokens per second', unit: '1/s', project: project.tokensPerSecond, baseline: baseline.tokensPerSecond, target: { kind: 'ratio-at-least', value: targets.tokensRatio } }),
     row({ scenario: 'fanout', case: label, metric: 'upstream tokens per token frame', unit: 'ratio', project: project.tokensPerFrame, baseline: baseline.tokensPerFrame, target: { kind: 'none' } }),
     row({ scenario: 'fanout', case: label, metric: 'server CPU per upstream token', unit: 'µs', project: project.cpuUsPerToken, baseline: baseline.cpuUsPerToken, target: { kind: 'none' } }),
+    row({ scenario: 'fanout', case: label, metric: 'server CPU in the kernel per token frame', unit: 'µs', project: project.systemUsPerFrame, baseline: baseline.systemUsPerFrame, target: { kind: 'none' } }),
     row({ scenario: 'fanout', case: label, metric: 'server CPU share of one core', unit: 'ratio', project: project.cpuShare, baseline: baseline.cpuShare, target: { kind: 'none' } }),
   ]
   if (targets.coalesced) {

@@ -8,7 +8,7 @@ import { defaultOutDir, parseArgs, FULL, QUICK, SCENARIOS, STORE_SCENARIOS, Usag
 import { countWords, floodPrompt, mockPrompt, pacedPrompt, parsePrompt, parseStamps, stampText } from '../../bench/prompts.ts'
 import { forgetOld, stepsFor } from '../../bench/upstream.ts'
 import { isCompleteFrame, isErrorFrame, isTokenFrame, tokensInFrame } from '../../bench/frames.ts'
-import { cleanEnv, cpuTicks, cpuTimeUs, mergeSamples, runQueueWaitUs, schedstatWaitUs, serverEnv, share } from '../../bench/children.ts'
+import { cleanEnv, cpuTicks, cpuTimesUs, cpuTimeUs, mergeSamples, runQueueWaitUs, schedstatWaitUs, serverEnv, share } from '../../bench/children.ts'
 import { joinCancels } from '../../bench/scenarios/cancel.ts'
 import { alternating, medianThroughput, throughput, type BenchContext, type ThroughputFigures } from '../../bench/context.ts'
 import { fanoutRows, fanoutTargets } from '../../bench/scenarios/fanout.ts'
@@ -236,6 +236,7 @@ const figures = (framesPerSecond: number, tokensPerFrame: number | null): Throug
   tokensPerSecond: framesPerSecond * (tokensPerFrame ?? 0),
   tokensPerFrame,
   cpuUsPerToken: 10,
+  systemUsPerFrame: 4,
   cpuShare: 0.9,
   completes: 1,
   miscountedRuns: 0,
@@ -254,17 +255,19 @@ t.test('fan-out rows: the issue targets, tokens per frame, the coalesced rate', 
     'tokens per second',
     'upstream tokens per token frame',
     'server CPU per upstream token',
+    'server CPU in the kernel per token frame',
     'server CPU share of one core',
     'coalesced fan-out: tokens per second vs baseline one frame per token',
   ])
   t.match(oneFrame[0], { project: 900, baseline: 1000, ratio: 0.9, verdict: 'met', target: { value: 0.8 } })
   t.match(oneFrame[1], { project: 1, baseline: 1, verdict: 'info' })
-  t.match(oneFrame[4], { project: 900, baseline: 1000, verdict: 'missed', note: '1.00 upstream tokens per project frame' }, 'one frame per token is judged, and misses')
-  const coalesced = fanoutRows('c', figures(500, 4), figures(1000, 1), fanoutTargets('openai', true))[4]
+  t.match(oneFrame[3], { project: 4, baseline: 4, unit: 'µs', verdict: 'info' }, "the kernel's part: what both sides share per socket write")
+  t.match(oneFrame[5], { project: 900, baseline: 1000, verdict: 'missed', note: '1.00 upstream tokens per project frame' }, 'one frame per token is judged, and misses')
+  const coalesced = fanoutRows('c', figures(500, 4), figures(1000, 1), fanoutTargets('openai', true))[5]
   t.match(coalesced, { project: 2000, baseline: 1000, ratio: 2, verdict: 'met', note: '4.00 upstream tokens per project frame' })
-  t.match(fanoutRows('c', figures(0, null), figures(1000, 1), fanoutTargets('openai', true))[4], { note: '1.00 upstream tokens per project frame' }, 'no frame at all')
+  t.match(fanoutRows('c', figures(0, null), figures(1000, 1), fanoutTargets('openai', true))[5], { note: '1.00 upstream tokens per project frame' }, 'no frame at all')
   const mock = fanoutRows('c', figures(850, 1), figures(1000, 1), fanoutTargets('mock', true))
-  t.equal(mock.length, 4, 'no coalesced row for the in-process mock')
+  t.equal(mock.length, 5, 'no coalesced row for the in-process mock')
   t.match(mock[0], { verdict: 'missed', target: { value: 0.9 } })
 })
 
@@ -289,8 +292,10 @@ t.test('frames recognised and their tokens counted without parsing', async (t) =
 })
 
 t.test('load-client and orchestrator helpers', async (t) => {
-  t.equal(cpuTicks('42 (node (bench) x) S 1 42 42 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 7 0 1000'), 22, 'utime + stime, after the command name')
+  t.same(cpuTicks('42 (node (bench) x) S 1 42 42 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 7 0 1000'), { user: 17, system: 5 }, 'utime and stime, after the command name')
   t.ok(cpuTimeUs(process.pid) > 0)
+  const times = cpuTimesUs(process.pid)
+  t.ok(times.systemUs >= 0 && times.systemUs <= times.totalUs, "the kernel's part is part of the total")
   t.type(runQueueWaitUs(process.pid), 'number', "this process's run-queue wait, from /proc")
   t.equal(runQueueWaitUs(2 ** 30), null, 'no such process')
   t.equal(schedstatWaitUs('2110009655 734640563 11137\n'), 734640.563, 'on a CPU, waiting for one (ns), time slices')
@@ -336,18 +341,20 @@ t.test('load-client and orchestrator helpers', async (t) => {
     atNs: 9,
   })
 
-  const chatting = throughput({ sample: merged, seconds: 2, cpuUs: 700, cpuShare: 0.5, rampMs: 30 })
-  t.same(chatting, { framesPerSecond: 3.5, tokensPerSecond: 7, tokensPerFrame: 2, cpuUsPerToken: 50, cpuShare: 0.5, completes: 2, miscountedRuns: 0, rampMs: 30, errors: { busy: 3, internal: 1 } })
-  const watching = throughput({ sample: merged, seconds: 2, cpuUs: 700, cpuShare: 0.5, rampMs: 30 }, 'watching')
+  const chatting = throughput({ sample: merged, seconds: 2, cpuUs: 700, systemCpuUs: 280, cpuShare: 0.5, rampMs: 30 })
+  t.same(chatting, { framesPerSecond: 3.5, tokensPerSecond: 7, tokensPerFrame: 2, cpuUsPerToken: 50, systemUsPerFrame: 40, cpuShare: 0.5, completes: 2, miscountedRuns: 0, rampMs: 30, errors: { busy: 3, internal: 1 } })
+  const watching = throughput({ sample: merged, seconds: 2, cpuUs: 700, systemCpuUs: 280, cpuShare: 0.5, rampMs: 30 }, 'watching')
   t.match(watching, { framesPerSecond: 3.5, tokensPerSecond: 10.5, tokensPerFrame: 3 })
-  const empty = throughput({ sample: mergeSamples([]), seconds: 1, cpuUs: 0, cpuShare: 0, rampMs: 0 })
+  const empty = throughput({ sample: mergeSamples([]), seconds: 1, cpuUs: 0, systemCpuUs: 0, cpuShare: 0, rampMs: 0 })
   t.equal(empty.tokensPerFrame, null)
   t.equal(empty.cpuUsPerToken, null)
+  t.equal(empty.systemUsPerFrame, null)
   const rep = (tokensPerSecond: number, cpuUsPerToken: number | null, errors: Record<string, number>): ThroughputFigures => ({
     framesPerSecond: tokensPerSecond / 2,
     tokensPerSecond,
     tokensPerFrame: cpuUsPerToken === null ? null : 2,
     cpuUsPerToken,
+    systemUsPerFrame: cpuUsPerToken === null ? null : cpuUsPerToken / 2,
     cpuShare: tokensPerSecond / 1000,
     completes: 3,
     miscountedRuns: tokensPerSecond === 900 ? 1 : 0,
@@ -356,7 +363,7 @@ t.test('load-client and orchestrator helpers', async (t) => {
   })
   t.same(
     medianThroughput([rep(900, 12, { busy: 1 }), rep(300, null, {}), rep(600, 8, { busy: 2, internal: 1 })]),
-    { framesPerSecond: 300, tokensPerSecond: 600, tokensPerFrame: 2, cpuUsPerToken: 10, cpuShare: 0.6, completes: 9, miscountedRuns: 1, rampMs: 60, errors: { busy: 3, internal: 1 } },
+    { framesPerSecond: 300, tokensPerSecond: 600, tokensPerFrame: 2, cpuUsPerToken: 10, systemUsPerFrame: 5, cpuShare: 0.6, completes: 9, miscountedRuns: 1, rampMs: 60, errors: { busy: 3, internal: 1 } },
     'each rate the median of the repetitions that measured it; counts summed',
   )
   t.same(medianThroughput([rep(300, null, {})]).cpuUsPerToken, null, 'no repetition measured it')
