@@ -39,8 +39,11 @@ export interface AgentRunInput {
   resume?: { round: number } | undefined
   /** (1.1) A tool round is over, all its results in: called before the model is asked again. */
   roundEnded?: (() => Promise<void>) | undefined
-  /** Resolves when the event is logged and the run may pull more (backpressure lives here). */
-  emit: (event: AgentEvent) => Promise<void>
+  /**
+   * Resolves when the event is logged and the run may pull more (backpressure lives here);
+   * nothing to wait for when it is only held (a text delta waiting to merge).
+   */
+  emit: (event: AgentEvent) => Promise<void> | undefined
 }
 
 export interface GatedCall {
@@ -147,7 +150,9 @@ export async function runAgent(input: AgentRunInput, progress: AgentProgress): P
         if (chunk.type === 'text') {
           progress.content += chunk.text
           progress.pendingText += chunk.text
-          await input.emit(chunk.deltas === undefined ? { type: 'token', text: chunk.text } : { type: 'token', text: chunk.text, deltas: chunk.deltas })
+          // Held for merging, mostly: no await (a promise job) per delta then.
+          const held = input.emit(chunk.deltas === undefined ? { type: 'token', text: chunk.text } : { type: 'token', text: chunk.text, deltas: chunk.deltas })
+          if (held) await held
         } else if (chunk.type === 'reasoning') {
           progress.reasoning += chunk.text
           await input.emit({ type: 'reasoning', text: chunk.text })

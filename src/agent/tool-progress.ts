@@ -13,7 +13,7 @@ export interface ProgressRelay {
  * settled, and, while the log or a slow watcher holds an emit back, only the latest report
  * waits (progress supersedes itself, so a chatty server cannot queue without bound).
  */
-export function progressRelay(emit: (event: AgentEvent) => Promise<void>, tool: string, callId: string): ProgressRelay {
+export function progressRelay(emit: (event: AgentEvent) => Promise<void> | undefined, tool: string, callId: string): ProgressRelay {
   let open = true
   let latest: ToolProgress | undefined
   let flushing: Promise<void> | undefined

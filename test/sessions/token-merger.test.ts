@@ -49,13 +49,16 @@ t.test('while a watcher is backed up everything joins; at the limit the run wait
   await tokens.push('a')
   await tokens.push('b')
   let waited = false
-  const full = tokens.push('x'.repeat(MERGE_LIMIT_CHARS)).then(() => (waited = true))
+  t.equal(tokens.push('c'), undefined, 'below the limit: nothing to wait for')
+  const atLimit = tokens.push('x'.repeat(MERGE_LIMIT_CHARS))
+  t.type(atLimit, Promise, 'at the limit: the run is given its logging to wait for')
+  const full = Promise.resolve(atLimit).then(() => (waited = true))
   await new Promise((resolve) => setTimeout(resolve, 10))
   t.same(logged, [], 'nothing logged while backed up')
   t.equal(waited, false, 'the run waits at the limit')
   unblock()
   await full
-  t.same(logged, [`ab${'x'.repeat(MERGE_LIMIT_CHARS)}`], 'one token')
+  t.same(logged, [`abc${'x'.repeat(MERGE_LIMIT_CHARS)}`], 'one token')
 })
 
 t.test('a token the log could not take: nothing after it is logged; reported once', async (t) => {
@@ -73,6 +76,6 @@ t.test('a token the log could not take: nothing after it is logged; reported onc
   const again = merger({ fail: () => true })
   await again.tokens.push('lost')
   await new Promise((resolve) => setTimeout(resolve, 5))
-  await t.rejects(again.tokens.push('next'), /store refused lost/, 'the next delta is refused: the agent loop stops')
+  await t.rejects(Promise.resolve(again.tokens.push('next')), /store refused lost/, 'the next delta is refused: the agent loop stops')
   await again.tokens.flushed()
 })
