@@ -20,9 +20,9 @@ export interface TallyHistogramOptions {
 /**
  * A histogram without labels for a value observed on the hot path (once per upstream read):
  * `observe` is a bucket search and three additions. prom-client's `Histogram.observe` hashes
- * the labels, validates them and allocates per call, which cost about a tenth of the work of
- * relaying a token. Scrapes read the same exposition prom-client's would (cumulative `_bucket`
- * lines, `+Inf`, `_sum`, `_count`), so dashboards see no difference.
+ * and validates the labels and allocates on every call; with the per-frame counters' `inc`,
+ * that was 5-9% of the instructions of relaying a token. Scrapes read the same exposition
+ * prom-client's would (cumulative `_bucket` lines, `+Inf`, `_sum`, `_count`).
  */
 export class TallyHistogram {
   readonly name: string

@@ -79,8 +79,9 @@ export class TokenMerger {
   /** Logs the held text once it is due, the token before it is logged and every watcher can take more. */
   readonly #flush = (): void => {
     if (!this.#due || this.#logging) return
-    // A backed-up watcher lets more join meanwhile.
-    if (!this.#options.writable()) return void this.#options.whenWritable().then(this.#flush)
+    // A backed-up watcher lets more join meanwhile. (Its wait does not fail; if it did, the
+    // text could not go on, as when the log fails.)
+    if (!this.#failed && !this.#options.writable()) return void this.#options.whenWritable().then(this.#flush, this.#lost)
     const text = this.#held
     this.#held = ''
     this.#due = false

@@ -79,3 +79,21 @@ t.test('a token the log could not take: nothing after it is logged; reported onc
   await t.rejects(Promise.resolve(again.tokens.push('next')), /store refused lost/, 'the next delta is refused: the agent loop stops')
   await again.tokens.flushed()
 })
+
+t.test('a failed wait for the watchers is no unhandled rejection: the text ends as after a lost token, once', async (t) => {
+  const logged: string[] = []
+  let waits = 0
+  const tokens = new TokenMerger({
+    log: async (text) => void logged.push(text),
+    writable: () => false,
+    whenWritable: () => {
+      waits++
+      return Promise.reject(new Error('watcher gone'))
+    },
+  })
+  t.equal(tokens.push('a'), undefined)
+  await t.rejects(tokens.flushed(), /watcher gone/, 'the run hears of it')
+  await tokens.flushed()
+  t.same(logged, [], 'nothing of the text is logged')
+  t.equal(waits, 1, 'and the watchers are not waited for again')
+})
