@@ -31,7 +31,7 @@ export class TallyHistogram {
   readonly aggregator = 'sum' as const
   readonly #bounds: number[]
   /** Per bucket, not cumulative; the last one is `+Inf`. */
-  #counts: Float64Array
+  readonly #counts: Float64Array
   #sum = 0
   #count = 0
 
@@ -54,7 +54,7 @@ export class TallyHistogram {
   }
 
   reset(): void {
-    this.#counts = new Float64Array(this.#bounds.length + 1)
+    this.#counts.fill(0)
     this.#sum = 0
     this.#count = 0
   }
