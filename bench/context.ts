@@ -150,9 +150,13 @@ export interface HandshakeFigures {
   errors: string[]
 }
 
-/** Opens `count` connections at the configured concurrency: rate and server CPU per handshake. */
+/**
+ * Opens `count` connections at the configured concurrency: rate and server CPU per handshake.
+ * No forced GC first: `gc()` clears what optimized code holds weakly, and V8 then deoptimizes
+ * it (`--trace-deopt`: "embedded weak objects cleared", Fastify's route handler and the
+ * upgrade's hooks among hundreds), so the window would measure the JIT tiering up again.
+ */
 export async function measureHandshakes(ctx: BenchContext, server: ServerHandle, count: number): Promise<HandshakeFigures> {
-  await server.stats({ gc: true })
   const before = server.cpuUs()
   const result = await ctx.pool.open(server.url, count, ctx.sizes.handshakeInflight, HANDSHAKE_TIMEOUT_MS)
   const cpuUs = server.cpuUs() - before
