@@ -1,4 +1,5 @@
-import { LogController, type FastifyReply, type FastifyServerOptions, type FastifyRequest } from 'fastify'
+import { LogController, type FastifyBaseLogger, type FastifyReply, type FastifyServerOptions, type FastifyRequest } from 'fastify'
+import type { Level, Logger } from 'pino'
 import { prettyFactory } from 'pino-pretty'
 
 /** Where log lines go: anything with a `write(line)`. */
@@ -141,4 +142,12 @@ export function loggerOptions(level: string, stream?: LogStream): NonNullable<Fa
       },
     },
   }
+}
+
+/**
+ * Whether `log` writes lines at `level`: pino says. A logger that cannot tell is taken to
+ * write them, so a line is never lost for want of the check.
+ */
+export function logsAt(log: FastifyBaseLogger, level: Level): boolean {
+  return (log as Partial<Pick<Logger, 'isLevelEnabled'>>).isLevelEnabled?.(level) ?? true
 }

@@ -2,13 +2,20 @@ import t, { type Test } from 'tap'
 import { EventEmitter } from 'node:events'
 import { spawn } from 'node:child_process'
 import { buildApp } from '../src/app.ts'
-import { prettyStream, redactUrl, redactUrlsIn, stdoutStream, usePretty } from '../src/logger.ts'
+import { pino } from 'pino'
+import type { FastifyBaseLogger } from 'fastify'
+import { logsAt, prettyStream, redactUrl, redactUrlsIn, stdoutStream, usePretty } from '../src/logger.ts'
 import { signToken, testConfig } from './helpers/app.ts'
+import { bearer, connect } from './helpers/ws-client.ts'
+import { aiSdkUrl } from './dialects/ai-sdk/helpers.ts'
 
 interface Line {
   level: number
   msg: string
   req?: { url: string }
+  reqId?: string
+  connId?: string
+  userId?: string
 }
 
 async function appWithLogs(t: Test, level = 'info') {
@@ -18,7 +25,26 @@ async function appWithLogs(t: Test, level = 'info') {
   await app.listen({ host: '127.0.0.1', port: 0 })
   const { port } = app.server.address() as { port: number }
   const lines = () => raw.map((line) => JSON.parse(line) as Line)
-  return { baseUrl: `http://127.0.0.1:${port}`, raw, lines }
+  return { baseUrl: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}/ws/agent`, raw, lines }
+}
+
+// The connection's logger is made on first use (src/ws/connection.ts): at info its lines still carry every id.
+for (const dialect of ['agent', 'ai-sdk'] as const) {
+  t.test(`an ${dialect} connection's lines at info carry the upgrade's request id, its own id and the user`, async (t) => {
+    const info = await appWithLogs(t, 'info')
+    const client = await connect(t, dialect === 'agent' ? info.wsUrl : aiSdkUrl(info.wsUrl), bearer(signToken('alice')))
+    client.socket.close(1000)
+    await client.closed
+    let lines: Line[] = []
+    for (let tries = 0; tries < 50 && !lines.some((line) => line.msg === 'disconnected'); tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 10))
+      lines = info.lines()
+    }
+    const [connected, disconnected] = ['connected', 'disconnected'].map((msg) => lines.find((line) => line.msg === msg))
+    const upgrade = lines.find((line) => line.msg === 'incoming request')
+    t.match(connected, { level: 30, userId: 'alice', connId: /^[0-9a-f-]{36}$/, reqId: upgrade?.reqId })
+    t.match(disconnected, { level: 30, userId: 'alice', connId: connected?.connId, reqId: upgrade?.reqId })
+  })
 }
 
 t.test('a token in the query is redacted however its name is percent-encoded', async (t) => {
@@ -32,6 +58,15 @@ t.test('a token in the query is redacted however its name is percent-encoded', a
   t.ok(raw.length > 5, 'requests were logged')
   t.notOk(raw.some((line) => line.includes(jwt)), 'the JWT appears in no log line')
   t.ok(raw.some((line) => line.includes('Route GET:/nope?a=1&%74oken=[redacted] not found')), 'the not-found line keeps the name, not the value')
+})
+
+t.test('logsAt: what pino writes; a logger that cannot tell is taken to write', async (t) => {
+  t.equal(logsAt(pino({ level: 'warn' }), 'info'), false)
+  t.equal(logsAt(pino({ level: 'info' }), 'info'), true)
+  t.equal(logsAt(pino({ level: 'silent' }), 'error'), false)
+  const quiet = () => {}
+  const plain = { level: 'info', info: quiet, error: quiet, debug: quiet, fatal: quiet, warn: quiet, trace: quiet, silent: quiet } as unknown as FastifyBaseLogger
+  t.equal(logsAt(plain, 'info'), true)
 })
 
 t.test('redactUrl and redactUrlsIn', async (t) => {

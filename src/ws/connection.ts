@@ -13,6 +13,7 @@ import {
   type ClientFrameType,
   type ServerFrame,
 } from '../protocol/index.ts'
+import { logsAt } from '../logger.ts'
 import type { SessionService } from '../sessions/session-service.ts'
 import { WatchList, type Watcher } from '../sessions/watcher.ts'
 import type { Claims, Verified } from '../plugins/auth.ts'
@@ -84,10 +85,10 @@ function codePoints(text: string, atMost: number): number {
  * control, owns the subscriptions it watches (all closed with it), enforces token expiry.
  */
 export class Connection implements Watcher {
-  readonly id = randomUUID()
   readonly socket: WebSocket
   readonly userId: string
-  readonly log: FastifyBaseLogger
+  #id: string | undefined
+  #log: FastifyBaseLogger | undefined
   /** Cleared by each heartbeat ping, set by the pong. */
   alive = true
   readonly #expiry: TokenExpiry
@@ -103,7 +104,6 @@ export class Connection implements Watcher {
     this.#options = options
     this.socket = options.socket
     this.userId = options.claims.sub
-    this.log = options.log.child({ reqId: options.requestId, connId: this.id, userId: this.userId })
     this.watching = new WatchList(options.limits.maxWatched)
     this.#flow = new SocketFlow(this.socket, options.limits.flow, (violation) => this.#onFlowViolation(violation))
     this.#frames = new FrameQueue({
@@ -132,7 +132,20 @@ export class Connection implements Watcher {
       this.close(CloseCode.unauthorized, CloseReason.tokenExpired)
     })
     options.observer?.opened()
-    this.log.info('connected')
+    if (logsAt(options.log, 'info')) this.log.info('connected')
+  }
+
+  /**
+   * Made when first asked for (a subscription, a log line): most connections at `warn` never
+   * log, and a pino child and a UUID per handshake are work and heap every connection pays.
+   */
+  get id(): string {
+    return (this.#id ??= randomUUID())
+  }
+
+  /** The instance's logger with the upgrade's request id, this connection's id and its user. */
+  get log(): FastifyBaseLogger {
+    return (this.#log ??= this.#options.log.child({ reqId: this.#options.requestId, connId: this.id, userId: this.userId }))
   }
 
   get bufferedAmount(): number {
@@ -310,7 +323,7 @@ export class Connection implements Watcher {
   #onClose(code: number): void {
     this.#expiry.stop()
     this.#stopWatching()
-    this.log.info({ code }, 'disconnected')
+    if (logsAt(this.#options.log, 'info')) this.log.info({ code }, 'disconnected')
     this.#options.observer?.closed(code)
     this.#options.onClose?.(this, code)
   }

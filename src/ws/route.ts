@@ -45,6 +45,12 @@ async function agentRoute(app: FastifyInstance, options: AgentRouteOptions) {
   })
 
   startHeartbeat(app, connections, config.HEARTBEAT_INTERVAL_MS)
+  // The same for every connection: one object, not one per handshake.
+  const limits = {
+    ...connectionLimits(app, config),
+    invalidFrameLimit: app.guards.invalidFrames.limit,
+    invalidFrameWindowMs: app.guards.invalidFrames.windowMs,
+  }
 
   app.get(
     '/ws/agent',
@@ -65,17 +71,13 @@ async function agentRoute(app: FastifyInstance, options: AgentRouteOptions) {
         verifyToken: app.verifyToken,
         log: app.log,
         requestId: request.id,
-        limits: {
-          ...connectionLimits(app, config),
-          invalidFrameLimit: app.guards.invalidFrames.limit,
-          invalidFrameWindowMs: app.guards.invalidFrames.windowMs,
-        },
+        limits,
         admit: options.admit,
         onClose: (closed) => connections.delete(closed),
         observer: app.metrics.connectionObserver,
       })
       connections.add(connection)
-      releaseHandshake(socket, connection.log)
+      releaseHandshake(socket, connection)
     },
   )
 }

@@ -89,13 +89,13 @@ export function connectionLimits(app: FastifyInstance, config: Config): { maxCon
  * 'error' listener closes over the request and the reply, and the TCP socket still points at
  * the handshake's ServerResponse: kept for the connection's life, that is the request, its
  * headers (the bearer token among them) and the response, about 3 KB per idle connection.
- * The listener is replaced by one that holds only the connection's logger (the same handler
- * runs), and the response is detached from the socket (`_httpMessage`: Node's link from a
- * socket to the response it carries).
+ * The listener is replaced by one that holds only the connection (the same handler runs,
+ * with the connection's logger), and the response is detached from the socket
+ * (`_httpMessage`: Node's link from a socket to the response it carries).
  */
-export function releaseHandshake(socket: WebSocket, log: FastifyBaseLogger): void {
+export function releaseHandshake(socket: WebSocket, connection: { readonly log: FastifyBaseLogger }): void {
   const raw = rawSocket(socket) as (Socket & { _httpMessage?: ServerResponse | null }) | undefined
   if (raw?._httpMessage) raw._httpMessage.detachSocket(raw)
   socket.removeAllListeners('error')
-  socket.on('error', (err) => onSocketError(err, socket, { log }))
+  socket.on('error', (err) => onSocketError(err, socket, connection))
 }

@@ -5,6 +5,7 @@ import { CloseCode, CloseReason, ErrorCode, ProtocolError, SessionId, type Clien
 import { refKey } from '../../store/types.ts'
 import type { SessionService } from '../../sessions/session-service.ts'
 import { WatchList, type Watcher } from '../../sessions/watcher.ts'
+import { logsAt } from '../../logger.ts'
 import type { Claims } from '../../plugins/auth.ts'
 import { closeSocket } from '../../ws/close-socket.ts'
 import { SocketFlow, type FlowLimits, type FlowViolation } from '../../ws/socket-flow.ts'
@@ -52,10 +53,10 @@ const COUNTED_AS: Record<AiSdkRequest['type'], ClientFrameType> = { send: 'chat'
  * message stream, under the same flow control (SocketFlow), token expiry and limits.
  */
 export class AiSdkConnection implements Watcher {
-  readonly id = randomUUID()
   readonly socket: WebSocket
   readonly userId: string
-  readonly log: FastifyBaseLogger
+  #id: string | undefined
+  #log: FastifyBaseLogger | undefined
   readonly watching: WatchList
   /** Cleared by each heartbeat ping, set by the pong. */
   alive = true
@@ -72,7 +73,6 @@ export class AiSdkConnection implements Watcher {
     this.#options = options
     this.socket = options.socket
     this.userId = options.claims.sub
-    this.log = options.log.child({ reqId: options.requestId, connId: this.id, userId: this.userId, dialect: 'ai-sdk' })
     this.watching = new WatchList(options.limits.maxWatched)
     this.#flow = new SocketFlow(this.socket, options.limits.flow, (violation) => this.#onFlowViolation(violation))
     // Listeners first, synchronously: a frame sent right after the handshake must not be lost.
@@ -84,7 +84,16 @@ export class AiSdkConnection implements Watcher {
       this.close(CloseCode.unauthorized, CloseReason.tokenExpired)
     })
     options.observer?.opened()
-    this.log.info('connected')
+    if (logsAt(options.log, 'info')) this.log.info('connected')
+  }
+
+  /** Made when first asked for, as on /ws/agent (Connection). */
+  get id(): string {
+    return (this.#id ??= randomUUID())
+  }
+
+  get log(): FastifyBaseLogger {
+    return (this.#log ??= this.#options.log.child({ reqId: this.#options.requestId, connId: this.id, userId: this.userId, dialect: 'ai-sdk' }))
   }
 
   get isOpen(): boolean {
@@ -289,7 +298,7 @@ export class AiSdkConnection implements Watcher {
     this.#expiry.stop()
     this.#stopWatching()
     this.#streams.clear()
-    this.log.info({ code }, 'disconnected')
+    if (logsAt(this.#options.log, 'info')) this.log.info({ code }, 'disconnected')
     this.#options.observer?.closed(code)
     this.#options.onClose?.(this)
   }

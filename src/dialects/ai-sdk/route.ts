@@ -29,6 +29,7 @@ async function aiSdkRoute(app: FastifyInstance, options: { config: Config }) {
   })
 
   startHeartbeat(app, connections, config.HEARTBEAT_INTERVAL_MS)
+  const limits = connectionLimits(app, config)
 
   app.get(
     AI_SDK_PATH,
@@ -47,13 +48,13 @@ async function aiSdkRoute(app: FastifyInstance, options: { config: Config }) {
         sessions: app.sessions,
         log: app.log,
         requestId: request.id,
-        limits: connectionLimits(app, config),
+        limits,
         admit: app.guards.admit,
         onClose: (closed) => connections.delete(closed),
         observer: app.metrics.connectionObserver,
       })
       connections.add(connection)
-      releaseHandshake(socket, connection.log)
+      releaseHandshake(socket, connection)
     },
   )
 }
