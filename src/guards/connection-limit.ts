@@ -1,7 +1,7 @@
 /** Counts each user's open connections against `MAX_CONNECTIONS_PER_USER`. */
 export interface ConnectionCounter {
-  /** Takes a slot for the user; false (and nothing taken) when they already hold the limit. */
-  acquire(userId: string): Promise<boolean>
+  /** Takes a slot for the user; false (and nothing taken) when they already hold the limit. An in-memory count answers at once. */
+  acquire(userId: string): boolean | Promise<boolean>
   /** Gives back a slot `acquire` took. */
   release(userId: string): Promise<void>
   close(): Promise<void>
@@ -11,7 +11,7 @@ export interface ConnectionCounter {
 export function createMemoryConnectionCounter(limit: number): ConnectionCounter {
   const counts = new Map<string, number>()
   return {
-    async acquire(userId) {
+    acquire(userId) {
       const held = counts.get(userId) ?? 0
       if (held >= limit) return false
       counts.set(userId, held + 1)

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import fastifyJwt from '@fastify/jwt'
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import type { Algorithm } from 'fast-jwt'
 import { BEARER_PROTOCOL_PREFIX, CloseCode, CloseReason, type AuthFailure } from '../protocol/index.ts'
 import type { Config } from '../config.ts'
@@ -24,7 +24,7 @@ declare module 'fastify' {
     /** Verifies a JWT against the configured key, algorithms, issuer and audience. Never throws. */
     verifyToken(token: string): Verified
     /** preValidation hook for the upgrade: sets `request.upgradeAuth`. */
-    authenticateUpgrade(request: FastifyRequest): Promise<void>
+    authenticateUpgrade(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void
     /** preHandler for REST: answers 401 unless a valid bearer token is present; sets `request.claims`. */
     requireBearer(request: FastifyRequest, reply: FastifyReply): Promise<void>
   }
@@ -97,16 +97,22 @@ async function authPlugin(app: FastifyInstance, options: { config: Config }) {
   app.decorateRequest('upgradeAuth', null)
   app.decorateRequest('claims', null)
 
-  app.decorate('authenticateUpgrade', async function authenticateUpgrade(request: FastifyRequest) {
+  function upgradeAuth(request: FastifyRequest): UpgradeAuth {
     const origin = request.headers.origin
     // Browsers always send Origin; other clients do not, and are judged by their token alone.
     if (allowedOrigins.size > 0 && origin !== undefined && !allowedOrigins.has(origin)) {
-      request.upgradeAuth = { ok: false, code: CloseCode.forbiddenOrigin, reason: CloseReason.forbiddenOrigin }
-      return
+      return { ok: false, code: CloseCode.forbiddenOrigin, reason: CloseReason.forbiddenOrigin }
     }
     const token = findToken(request)
     const verified = token === undefined ? ({ ok: false, reason: CloseReason.missingToken } as const) : verifyToken(token)
-    request.upgradeAuth = verified.ok ? verified : { ok: false, code: CloseCode.unauthorized, reason: verified.reason }
+    return verified.ok ? verified : { ok: false, code: CloseCode.unauthorized, reason: verified.reason }
+  }
+
+  // A callback hook, not an async one: the check is synchronous, and Fastify then goes on in
+  // the same turn instead of after a promise job per hook.
+  app.decorate('authenticateUpgrade', function authenticateUpgrade(request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction) {
+    request.upgradeAuth = upgradeAuth(request)
+    done()
   })
 
   app.decorate('requireBearer', async function requireBearer(request: FastifyRequest, reply: FastifyReply) {

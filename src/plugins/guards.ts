@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import type { Config } from '../config.ts'
 import { CloseCode, CloseReason } from '../protocol/index.ts'
 import { createFrameRateLimiter } from '../guards/rate-limit.ts'
@@ -25,7 +25,7 @@ export interface Guards {
    */
   admit(connection: { userId: string }): Promise<void>
   /** preValidation hook of the upgrade, after authentication: takes the user's connection slot. */
-  reserveConnection(request: FastifyRequest): Promise<void>
+  reserveConnection(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void
   /** Why an authenticated upgrade must be closed at once, if it must. */
   refusal(request: FastifyRequest): { code: CloseCode; reason: string } | undefined
   invalidFrames: { limit: number; windowMs: number }
@@ -86,18 +86,8 @@ async function guardsPlugin(app: FastifyInstance, options: GuardsPluginOptions) 
     counter.release(userId).catch((err: unknown) => app.log.warn({ err, reqId, userId }, 'could not release connection slot'))
   }
 
-  async function reserveConnection(request: FastifyRequest): Promise<void> {
-    const auth = request.upgradeAuth
-    if (!auth?.ok) return
-    const userId = auth.claims.sub
-    try {
-      request.connectionSlot = (await counter.acquire(userId)) ? 'held' : 'refused'
-    } catch (err) {
-      request.log.error({ err, userId }, 'connection count unavailable')
-      request.connectionSlot = 'unavailable'
-      return
-    }
-    if (request.connectionSlot !== 'held') return
+  /** The slot goes back when the upgrade's TCP socket closes. */
+  function holdUntilClose(request: FastifyRequest, userId: string): void {
     // The same TCP socket carries the WebSocket after the handshake: its close frees the slot
     // whether the connection lived or the handshake never completed.
     // Only the request's id is kept for it, not the request or its logger: either would outlive
@@ -106,6 +96,25 @@ async function guardsPlugin(app: FastifyInstance, options: GuardsPluginOptions) 
     const socket = request.raw.socket
     if (socket.destroyed) release(reqId, userId)
     else socket.once('close', () => release(reqId, userId))
+  }
+
+  // A callback hook: the in-memory count answers at once, and Fastify goes on in the same turn.
+  function reserveConnection(request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void {
+    const auth = request.upgradeAuth
+    if (!auth?.ok) return done()
+    const userId = auth.claims.sub
+    const settle = (slot: ConnectionSlot) => {
+      request.connectionSlot = slot
+      if (slot === 'held') holdUntilClose(request, userId)
+      done()
+    }
+    const unavailable = (err: unknown) => {
+      request.log.error({ err, userId }, 'connection count unavailable')
+      settle('unavailable')
+    }
+    const acquired = counter.acquire(userId)
+    if (typeof acquired === 'boolean') return settle(acquired ? 'held' : 'refused')
+    acquired.then((held) => settle(held ? 'held' : 'refused'), unavailable)
   }
 
   function refusal(request: FastifyRequest): { code: CloseCode; reason: string } | undefined {

@@ -1,5 +1,5 @@
 import { Type } from '@sinclair/typebox'
-import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { WebSocket } from 'ws'
@@ -18,11 +18,13 @@ export const UpgradeQuery = Type.Object({ token: Type.Optional(Type.Union([Type.
 
 /** onRequest of an upgrade: a draining instance answers 503, so the load balancer tries another. */
 export function refuseWhileDraining(app: FastifyInstance) {
-  return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    if (!app.lifecycle.draining) return
+  // A callback hook: an instance that is not draining goes on in the same turn.
+  return (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void => {
+    if (!app.lifecycle.draining) return done()
     app.metrics.connectionsOpened.inc({ result: 'draining' })
     request.log.info('upgrade refused: draining')
-    await reply.code(503).header('retry-after', '1').send({ error: 'draining', message: 'this instance is shutting down' })
+    // Answered here, so `done` is not called: Fastify stops at a sent reply.
+    void reply.code(503).header('retry-after', '1').send({ error: 'draining', message: 'this instance is shutting down' })
   }
 }
 

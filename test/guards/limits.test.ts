@@ -1,6 +1,6 @@
 import t from 'tap'
 import WebSocket from 'ws'
-import type { FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { startApp, signToken } from '../helpers/app.ts'
 import { connect, bearer, type TestClient } from '../helpers/ws-client.ts'
 
@@ -119,7 +119,9 @@ t.test('MAX_CONNECTIONS_PER_USER: one more closes 4029, a closed connection free
 
 t.test('refused upgrades take no slot', async (t) => {
   const { app, wsUrl } = await startApp(t, { MAX_CONNECTIONS_PER_USER: 1 })
-  await app.guards.reserveConnection({ upgradeAuth: null } as FastifyRequest)
+  let passedOn = false
+  app.guards.reserveConnection({ upgradeAuth: null } as FastifyRequest, {} as FastifyReply, () => (passedOn = true))
+  t.ok(passedOn, 'an upgrade without a verified token goes on at once, taking no slot')
   t.equal(app.guards.refusal({ connectionSlot: 'unavailable' } as FastifyRequest)?.code, 1011)
   for (let i = 0; i < 3; i++) {
     const refused = await connect(t, wsUrl, bearer(signToken('alice', { secret: 'another-secret-another-secret-!!' })))
