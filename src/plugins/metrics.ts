@@ -117,6 +117,10 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   // scraped (prom-client's `inc` hashes and validates its labels on every call).
   const unscrapedFrames = Object.fromEntries([...SERVER_FRAME_TYPES, 'other'].map((type) => [type, 0])) as Record<SentFrameType, number>
   let unscrapedTokens = 0
+  // Per handshake and per close, the same way.
+  let unscrapedOpened = 0
+  let openConnections = 0
+  const unscrapedCloses = new Map<string, number>()
 
   // The peak of the current window and of the one before, so a scrape never misses a spike.
   let peak = 0
@@ -131,10 +135,23 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
 
   const metrics = {
     registry,
-    connectionsActive: new Gauge({ name: 'agw_ws_connections_active', help: 'Open agent WebSocket connections', registers }),
+    connectionsActive: new Gauge({
+      name: 'agw_ws_connections_active',
+      help: 'Open agent WebSocket connections',
+      registers,
+      collect() {
+        this.set(openConnections)
+      },
+    }),
     subscriptionsActive: new Gauge({ name: 'agw_subscriptions_active', help: 'Session subscriptions open on this instance (a connection watching a session)', registers }),
-    connectionsOpened: counter('agw_ws_connections_opened_total', 'Upgrade attempts on /ws/agent, by result', ['result']),
-    connectionsClosed: counter('agw_ws_connections_closed_total', 'Accepted connections closed, by close code', ['code']),
+    connectionsOpened: counter('agw_ws_connections_opened_total', 'Upgrade attempts on /ws/agent, by result', ['result'], function () {
+      this.inc({ result: 'ok' }, unscrapedOpened)
+      unscrapedOpened = 0
+    }),
+    connectionsClosed: counter('agw_ws_connections_closed_total', 'Accepted connections closed, by close code', ['code'], function () {
+      for (const [code, count] of unscrapedCloses) this.inc({ code }, count)
+      unscrapedCloses.clear()
+    }),
     framesReceived: counter('agw_ws_frames_received_total', 'Client frames received, by type (invalid: refused by validation)', ['type']),
     framesSent: counter('agw_ws_frames_sent_total', 'Server frames written to sockets, by type', ['type'], function () {
       for (const [type, count] of Object.entries(unscrapedFrames) as Array<[SentFrameType, number]>) {
@@ -231,8 +248,8 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     },
     connectionObserver: {
       opened() {
-        metrics.connectionsOpened.inc({ result: 'ok' })
-        metrics.connectionsActive.inc()
+        unscrapedOpened++
+        openConnections++
       },
       received: (type) => metrics.framesReceived.inc({ type }),
       sent(frame, bufferedAmount) {
@@ -244,8 +261,9 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       },
       rateLimited: () => metrics.rateLimitHits.inc({ limit: 'messages' }),
       closed(code) {
-        metrics.connectionsActive.dec()
-        metrics.connectionsClosed.inc({ code: closeCodeLabel(code) })
+        openConnections--
+        const label = closeCodeLabel(code)
+        unscrapedCloses.set(label, (unscrapedCloses.get(label) ?? 0) + 1)
       },
     },
     upstreamObserver: {
