@@ -314,6 +314,31 @@ t.test('MemoryEventLog: retention and the gone logic', async (t) => {
   t.equal((await log.read(s, 35)).gone, true)
 })
 
+t.test('MemoryEventLog: token events are held as text, and replay byte for byte across runs and trims', async (t) => {
+  // 8 events a run: what is held always spans two runs.
+  const log = new MemoryEventLog({ maxEvents: 12 })
+  t.teardown(() => log.close())
+  const s = { owner: 'alice', id: 's', gen: '1' }
+  const sent: LoggedEvent[] = []
+  const texts = ['plain ', '"quoted" \\ back', 'ünï \u2028 line\nbreak', '{"type":"status"}', '']
+  for (const [r, runId] of ['r1', 'r2', 'r3', 'r4'].entries()) {
+    sent.push(log.append(s, { type: 'status', session_id: 's', content: 'thinking', metadata: { run_id: runId } }))
+    for (const [i, text] of texts.entries()) {
+      sent.push(log.append(s, token('s', text, runId)))
+      // A later run announced while this one streams: its event sits between this run's tokens.
+      if (i === 1) sent.push(log.append(s, { type: 'status', session_id: 's', content: 'queued', metadata: { run_id: `q${r}`, position: 1 } } as UnsequencedRunEvent))
+    }
+    sent.push(log.append(s, complete('s', runId)))
+    for (let after = Math.max(0, sent.length - 12); after < sent.length; after++) {
+      t.same((await log.read(s, after)).events, sent.slice(after), `run ${runId}: the frames after ${after}, as first sent`)
+    }
+  }
+  t.equal((await log.read(s, sent.length - 13)).gone, true, 'and nothing older than the last maxEvents')
+  const tokensOnly = new MemoryEventLog({ maxEvents: 3 })
+  const first = [1, 2, 3, 4, 5, 6].map((i) => tokensOnly.append(s, token('s', `t${i}`, i < 5 ? 'a' : 'b')))
+  t.same((await tokensOnly.read(s, 3)).events, first.slice(3), 'a trimmed run that began before the oldest held token still names it')
+})
+
 t.test('MemoryEventLog.subscribe: backlog, then live, no gap, no duplicate', async (t) => {
   const log = new MemoryEventLog({ maxEvents: 100 })
   t.teardown(() => log.close())

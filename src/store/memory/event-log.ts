@@ -8,19 +8,37 @@ interface Reader {
   paused: boolean
 }
 
+/** Any event but a token: its frame as first sent. */
+interface HeldFrame {
+  frame: string
+}
+
+/** Where a run's token events begin: what their frames share. */
+interface TokenRun {
+  seq: number
+  sessionId: string
+  runId: string
+}
+
 interface SessionLog {
   lastSeq: number
   /**
-   * The frames held, oldest first; the last one's seq is lastSeq. Frames only, not LoggedEvent
-   * objects: thousands are held per session, and each object more is one more for every
-   * scavenge to copy and every mark to visit.
+   * The events held, oldest first; the last one's seq is lastSeq. A token event (nearly all
+   * of them) is held as its text alone, and its frame is made again when replayed: the same
+   * bytes, from the same serializer and its run's ids. Its frame is about 150 bytes more,
+   * sent and then dropped young, where held it was copied by every scavenge until promoted
+   * and then marked by every mark-compact, hundreds of them per session. Any other event is
+   * held as its frame.
    */
-  frames: string[]
+  held: Array<string | HeldFrame>
+  /** The runs of the token events held, oldest first; the first may begin before them. */
+  tokenRuns: TokenRun[]
   readers: Set<Reader>
 }
 
 /**
- * Each session generation's events in an array, trimmed to `maxEvents`. Appends come from
+ * Each session generation's events in an array, trimmed to `maxEvents` (token events as
+ * their text: SessionLog). Appends come from
  * the memory store only, which fences them first (see MemorySessionStore).
  */
 export class MemoryEventLog implements EventLog {
@@ -34,7 +52,7 @@ export class MemoryEventLog implements EventLog {
   #log(ref: SessionRef): SessionLog {
     const key = refKey(ref)
     let log = this.#logs.get(key)
-    if (!log) this.#logs.set(key, (log = { lastSeq: 0, frames: [], readers: new Set() }))
+    if (!log) this.#logs.set(key, (log = { lastSeq: 0, held: [], tokenRuns: [], readers: new Set() }))
     return log
   }
 
@@ -46,9 +64,17 @@ export class MemoryEventLog implements EventLog {
     const log = this.#log(ref)
     const seq = ++log.lastSeq
     const logged = { seq, frame: serializeEvent(event, seq) }
-    log.frames.push(logged.frame)
+    if (event.type === 'token') {
+      const run = log.tokenRuns.at(-1)
+      if (run?.runId !== event.metadata.run_id || run.sessionId !== event.session_id) {
+        log.tokenRuns.push({ seq, sessionId: event.session_id, runId: event.metadata.run_id })
+      }
+      log.held.push(event.content)
+    } else {
+      log.held.push({ frame: logged.frame })
+    }
     // Trim in batches so a full buffer does not shift the array on every append.
-    if (log.frames.length > this.#maxEvents * 1.25) log.frames.splice(0, log.frames.length - this.#maxEvents)
+    if (log.held.length > this.#maxEvents * 1.25) trim(log, log.held.length - this.#maxEvents)
     for (const reader of log.readers) if (!reader.paused) this.#deliver(log, reader, logged)
     return logged
   }
@@ -114,10 +140,33 @@ export class MemoryEventLog implements EventLog {
   }
 }
 
+/** Drops the oldest `count` events, and the token runs that only they were in. */
+function trim(log: SessionLog, count: number): void {
+  log.held.splice(0, count)
+  const oldest = log.lastSeq - log.held.length + 1
+  let firstNeeded = 0
+  while (firstNeeded + 1 < log.tokenRuns.length && (log.tokenRuns[firstNeeded + 1] as TokenRun).seq <= oldest) firstNeeded++
+  if (firstNeeded > 0) log.tokenRuns.splice(0, firstNeeded)
+}
+
+/** The held events after `afterSeq`, frames made again for token events. */
 function readHeld(log: SessionLog, afterSeq: number, maxEvents: number): ReadResult {
-  const frames = log.frames.length > maxEvents ? log.frames.slice(-maxEvents) : log.frames
-  const oldest = log.lastSeq - frames.length + 1
+  const count = Math.min(log.held.length, maxEvents)
+  const oldest = log.lastSeq - count + 1
   const gone = afterSeq > log.lastSeq || afterSeq < oldest - 1
-  const start = Math.max(0, afterSeq - oldest + 1)
-  return { events: gone ? [] : frames.slice(start).map((frame, i) => ({ seq: oldest + start + i, frame })), gone, lastSeq: log.lastSeq }
+  if (gone) return { events: [], gone, lastSeq: log.lastSeq }
+  const events: LoggedEvent[] = []
+  const first = Math.max(afterSeq + 1, oldest)
+  let run = 0
+  for (let seq = first; seq <= log.lastSeq; seq++) {
+    const entry = log.held[log.held.length - (log.lastSeq - seq) - 1] as string | HeldFrame
+    if (typeof entry !== 'string') {
+      events.push({ seq, frame: entry.frame })
+      continue
+    }
+    while (run + 1 < log.tokenRuns.length && (log.tokenRuns[run + 1] as TokenRun).seq <= seq) run++
+    const { sessionId, runId } = log.tokenRuns[run] as TokenRun
+    events.push({ seq, frame: serializeEvent({ type: 'token', session_id: sessionId, content: entry, metadata: { run_id: runId } }, seq) })
+  }
+  return { events, gone, lastSeq: log.lastSeq }
 }
