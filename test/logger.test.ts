@@ -2,7 +2,7 @@ import t, { type Test } from 'tap'
 import { EventEmitter } from 'node:events'
 import { spawn } from 'node:child_process'
 import { buildApp } from '../src/app.ts'
-import { pino } from 'pino'
+import { pino, type Logger } from 'pino'
 import type { FastifyBaseLogger } from 'fastify'
 import { logsAt, prettyStream, redactUrl, redactUrlsIn, stdoutStream, usePretty } from '../src/logger.ts'
 import { signToken, testConfig } from './helpers/app.ts'
@@ -25,13 +25,15 @@ async function appWithLogs(t: Test, level = 'info') {
   await app.listen({ host: '127.0.0.1', port: 0 })
   const { port } = app.server.address() as { port: number }
   const lines = () => raw.map((line) => JSON.parse(line) as Line)
-  return { baseUrl: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}/ws/agent`, raw, lines }
+  return { app, baseUrl: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}/ws/agent`, raw, lines }
 }
 
 // The connection's logger is made on first use (src/ws/connection.ts): at info its lines still carry every id.
 for (const dialect of ['agent', 'ai-sdk'] as const) {
   t.test(`an ${dialect} connection's lines at info carry the upgrade's request id, its own id and the user`, async (t) => {
     const info = await appWithLogs(t, 'info')
+    const children: Array<Record<string, unknown>> = []
+    ;(info.app.log as Logger).onChild = (child) => void children.push(child.bindings())
     const client = await connect(t, dialect === 'agent' ? info.wsUrl : aiSdkUrl(info.wsUrl), bearer(signToken('alice')))
     client.socket.close(1000)
     await client.closed
@@ -44,6 +46,7 @@ for (const dialect of ['agent', 'ai-sdk'] as const) {
     const upgrade = lines.find((line) => line.msg === 'incoming request')
     t.match(connected, { level: 30, userId: 'alice', connId: /^[0-9a-f-]{36}$/, reqId: upgrade?.reqId })
     t.match(disconnected, { level: 30, userId: 'alice', connId: connected?.connId, reqId: upgrade?.reqId })
+    t.notOk(children.some((bindings) => 'connId' in bindings), 'through the instance logger: the connection made no child for them')
   })
 }
 

@@ -132,7 +132,9 @@ export class Connection implements Watcher {
       this.close(CloseCode.unauthorized, CloseReason.tokenExpired)
     })
     options.observer?.opened()
-    if (logsAt(options.log, 'info')) this.log.info('connected')
+    // Through the instance's logger with the ids: no child is made (and kept) for the two lines
+    // every connection writes at info.
+    if (logsAt(options.log, 'info')) options.log.info(this.#ids(), 'connected')
   }
 
   /**
@@ -145,7 +147,12 @@ export class Connection implements Watcher {
 
   /** The instance's logger with the upgrade's request id, this connection's id and its user. */
   get log(): FastifyBaseLogger {
-    return (this.#log ??= this.#options.log.child({ reqId: this.#options.requestId, connId: this.id, userId: this.userId }))
+    return (this.#log ??= this.#options.log.child(this.#ids()))
+  }
+
+  /** What every line of this connection carries. */
+  #ids(): Record<string, string> {
+    return { reqId: this.#options.requestId, connId: this.id, userId: this.userId }
   }
 
   get bufferedAmount(): number {
@@ -323,7 +330,7 @@ export class Connection implements Watcher {
   #onClose(code: number): void {
     this.#expiry.stop()
     this.#stopWatching()
-    if (logsAt(this.#options.log, 'info')) this.log.info({ code }, 'disconnected')
+    if (logsAt(this.#options.log, 'info')) this.#options.log.info({ ...this.#ids(), code }, 'disconnected')
     this.#options.observer?.closed(code)
     this.#options.onClose?.(this, code)
   }

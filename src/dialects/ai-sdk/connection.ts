@@ -84,7 +84,9 @@ export class AiSdkConnection implements Watcher {
       this.close(CloseCode.unauthorized, CloseReason.tokenExpired)
     })
     options.observer?.opened()
-    if (logsAt(options.log, 'info')) this.log.info('connected')
+    // Through the instance's logger with the ids: no child is made (and kept) for the two lines
+    // every connection writes at info.
+    if (logsAt(options.log, 'info')) options.log.info(this.#ids(), 'connected')
   }
 
   /** Made when first asked for, as on /ws/agent (Connection). */
@@ -93,7 +95,12 @@ export class AiSdkConnection implements Watcher {
   }
 
   get log(): FastifyBaseLogger {
-    return (this.#log ??= this.#options.log.child({ reqId: this.#options.requestId, connId: this.id, userId: this.userId, dialect: 'ai-sdk' }))
+    return (this.#log ??= this.#options.log.child(this.#ids()))
+  }
+
+  /** What every line of this connection carries. */
+  #ids(): Record<string, string> {
+    return { reqId: this.#options.requestId, connId: this.id, userId: this.userId, dialect: 'ai-sdk' }
   }
 
   get isOpen(): boolean {
@@ -298,7 +305,7 @@ export class AiSdkConnection implements Watcher {
     this.#expiry.stop()
     this.#stopWatching()
     this.#streams.clear()
-    if (logsAt(this.#options.log, 'info')) this.log.info({ code }, 'disconnected')
+    if (logsAt(this.#options.log, 'info')) this.#options.log.info({ ...this.#ids(), code }, 'disconnected')
     this.#options.observer?.closed(code)
     this.#options.onClose?.(this)
   }
