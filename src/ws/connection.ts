@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import type { WebSocket, RawData } from 'ws'
 import {
@@ -13,11 +12,11 @@ import {
   type ClientFrameType,
   type ServerFrame,
 } from '../protocol/index.ts'
-import { logsAt } from '../logger.ts'
 import type { SessionService } from '../sessions/session-service.ts'
 import { WatchList, type Watcher } from '../sessions/watcher.ts'
 import type { Claims, Verified } from '../plugins/auth.ts'
 import { closeSocket } from './close-socket.ts'
+import { ConnectionLog } from './connection-log.ts'
 import { FrameQueue } from './frame-queue.ts'
 import { SocketFlow, type FlowLimits, type FlowViolation } from './socket-flow.ts'
 import { TokenExpiry } from './token-expiry.ts'
@@ -87,8 +86,7 @@ function codePoints(text: string, atMost: number): number {
 export class Connection implements Watcher {
   readonly socket: WebSocket
   readonly userId: string
-  #id: string | undefined
-  #log: FastifyBaseLogger | undefined
+  readonly #logging: ConnectionLog
   /** Cleared by each heartbeat ping, set by the pong. */
   alive = true
   readonly #expiry: TokenExpiry
@@ -104,6 +102,7 @@ export class Connection implements Watcher {
     this.#options = options
     this.socket = options.socket
     this.userId = options.claims.sub
+    this.#logging = new ConnectionLog(options.log, { reqId: options.requestId, userId: this.userId })
     this.watching = new WatchList(options.limits.maxWatched)
     this.#flow = new SocketFlow(this.socket, options.limits.flow, (violation) => this.#onFlowViolation(violation))
     this.#frames = new FrameQueue({
@@ -132,27 +131,16 @@ export class Connection implements Watcher {
       this.close(CloseCode.unauthorized, CloseReason.tokenExpired)
     })
     options.observer?.opened()
-    // Through the instance's logger with the ids: no child is made (and kept) for the two lines
-    // every connection writes at info.
-    if (logsAt(options.log, 'info')) options.log.info(this.#ids(), 'connected')
+    this.#logging.connected()
   }
 
-  /**
-   * Made when first asked for (a subscription, a log line): most connections at `warn` never
-   * log, and a pino child and a UUID per handshake are work and heap every connection pays.
-   */
+  /** Made when first asked for (ConnectionLog). */
   get id(): string {
-    return (this.#id ??= randomUUID())
+    return this.#logging.id
   }
 
-  /** The instance's logger with the upgrade's request id, this connection's id and its user. */
   get log(): FastifyBaseLogger {
-    return (this.#log ??= this.#options.log.child(this.#ids()))
-  }
-
-  /** What every line of this connection carries. */
-  #ids(): Record<string, string> {
-    return { reqId: this.#options.requestId, connId: this.id, userId: this.userId }
+    return this.#logging.log
   }
 
   get bufferedAmount(): number {
@@ -330,7 +318,7 @@ export class Connection implements Watcher {
   #onClose(code: number): void {
     this.#expiry.stop()
     this.#stopWatching()
-    if (logsAt(this.#options.log, 'info')) this.#options.log.info({ ...this.#ids(), code }, 'disconnected')
+    this.#logging.disconnected(code)
     this.#options.observer?.closed(code)
     this.#options.onClose?.(this, code)
   }

@@ -1,13 +1,12 @@
-import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import type { RawData, WebSocket } from 'ws'
 import { CloseCode, CloseReason, ErrorCode, ProtocolError, SessionId, type ClientFrameType, type RunEvent, type ServerFrame } from '../../protocol/index.ts'
 import { refKey } from '../../store/types.ts'
 import type { SessionService } from '../../sessions/session-service.ts'
 import { WatchList, type Watcher } from '../../sessions/watcher.ts'
-import { logsAt } from '../../logger.ts'
 import type { Claims } from '../../plugins/auth.ts'
 import { closeSocket } from '../../ws/close-socket.ts'
+import { ConnectionLog } from '../../ws/connection-log.ts'
 import { SocketFlow, type FlowLimits, type FlowViolation } from '../../ws/socket-flow.ts'
 import { TokenExpiry } from '../../ws/token-expiry.ts'
 import type { ConnectionObserver } from '../../ws/connection.ts'
@@ -55,8 +54,7 @@ const COUNTED_AS: Record<AiSdkRequest['type'], ClientFrameType> = { send: 'chat'
 export class AiSdkConnection implements Watcher {
   readonly socket: WebSocket
   readonly userId: string
-  #id: string | undefined
-  #log: FastifyBaseLogger | undefined
+  readonly #logging: ConnectionLog
   readonly watching: WatchList
   /** Cleared by each heartbeat ping, set by the pong. */
   alive = true
@@ -73,6 +71,7 @@ export class AiSdkConnection implements Watcher {
     this.#options = options
     this.socket = options.socket
     this.userId = options.claims.sub
+    this.#logging = new ConnectionLog(options.log, { reqId: options.requestId, userId: this.userId, dialect: 'ai-sdk' })
     this.watching = new WatchList(options.limits.maxWatched)
     this.#flow = new SocketFlow(this.socket, options.limits.flow, (violation) => this.#onFlowViolation(violation))
     // Listeners first, synchronously: a frame sent right after the handshake must not be lost.
@@ -84,23 +83,16 @@ export class AiSdkConnection implements Watcher {
       this.close(CloseCode.unauthorized, CloseReason.tokenExpired)
     })
     options.observer?.opened()
-    // Through the instance's logger with the ids: no child is made (and kept) for the two lines
-    // every connection writes at info.
-    if (logsAt(options.log, 'info')) options.log.info(this.#ids(), 'connected')
+    this.#logging.connected()
   }
 
-  /** Made when first asked for, as on /ws/agent (Connection). */
+  /** Made when first asked for (ConnectionLog). */
   get id(): string {
-    return (this.#id ??= randomUUID())
+    return this.#logging.id
   }
 
   get log(): FastifyBaseLogger {
-    return (this.#log ??= this.#options.log.child(this.#ids()))
-  }
-
-  /** What every line of this connection carries. */
-  #ids(): Record<string, string> {
-    return { reqId: this.#options.requestId, connId: this.id, userId: this.userId, dialect: 'ai-sdk' }
+    return this.#logging.log
   }
 
   get isOpen(): boolean {
@@ -305,7 +297,7 @@ export class AiSdkConnection implements Watcher {
     this.#expiry.stop()
     this.#stopWatching()
     this.#streams.clear()
-    if (logsAt(this.#options.log, 'info')) this.#options.log.info({ ...this.#ids(), code }, 'disconnected')
+    this.#logging.disconnected(code)
     this.#options.observer?.closed(code)
     this.#options.onClose?.(this)
   }
