@@ -108,13 +108,15 @@ async function guardsPlugin(app: FastifyInstance, options: GuardsPluginOptions) 
       if (slot === 'held') holdUntilClose(request, userId)
       done()
     }
-    const unavailable = (err: unknown) => {
-      request.log.error({ err, userId }, 'connection count unavailable')
-      settle('unavailable')
-    }
     const acquired = counter.acquire(userId)
     if (typeof acquired === 'boolean') return settle(acquired ? 'held' : 'refused')
-    acquired.then((held) => settle(held ? 'held' : 'refused'), unavailable)
+    acquired.then(
+      (held) => settle(held ? 'held' : 'refused'),
+      (err: unknown) => {
+        request.log.error({ err, userId }, 'connection count unavailable')
+        settle('unavailable')
+      },
+    )
   }
 
   function refusal(request: FastifyRequest): { code: CloseCode; reason: string } | undefined {

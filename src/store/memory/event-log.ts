@@ -38,8 +38,8 @@ interface SessionLog {
 
 /**
  * Each session generation's events in an array, trimmed to `maxEvents` (token events as
- * their text: SessionLog). Appends come from
- * the memory store only, which fences them first (see MemorySessionStore).
+ * their text: SessionLog). Appends come from the memory store only, which fences them first
+ * (see MemorySessionStore).
  */
 export class MemoryEventLog implements EventLog {
   readonly #logs = new Map<string, SessionLog>()
